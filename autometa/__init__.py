@@ -1,0 +1,13 @@
+"""autometa: meta-learning as AutoML.
+
+The parts of a learning algorithm that people hand-craft (optimizer, initialization, ...)
+become meta-knowledge that is searched or learned, and compared with the hand-crafted rule.
+
+``import autometa`` needs only torch, numpy and pyyaml; Optuna, Ray and NNI are imported
+lazily by the search backends that use them.
+"""
+
+from autometa.errors import AutometaError
+
+__version__ = "0.1.0"
+__all__ = ["AutometaError", "__version__"]

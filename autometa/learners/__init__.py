@@ -1,0 +1,14 @@
+"""Inner solvers: learners that adapt to a task from its support set.
+
+All share :class:`Learner`: ``meta_backward(batch)`` during meta-training and
+``evaluate(batch)`` for per-task query metrics.
+"""
+
+from autometa.learners._base import Learner, query_metrics, task_loss_fn
+from autometa.learners._gradient import ANIL, FOMAML, MAML, MetaSGD, Reptile, iMAML
+from autometa.learners._registry import LEARNERS, build_learner, register_learner
+
+__all__ = [
+    "Learner", "query_metrics", "task_loss_fn", "ANIL", "FOMAML", "MAML", "MetaSGD", "Reptile",
+    "iMAML", "LEARNERS", "build_learner", "register_learner",
+]

@@ -1,0 +1,124 @@
+"""The learner (inner solver) interface shared by optimization-based and metric-based learners.
+
+A learner is an ``nn.Module`` whose parameters are the meta-parameters ω (an initialization,
+per-parameter learning rates, an embedding, ...). The run loop only ever calls:
+
+- :meth:`Learner.meta_backward` on a meta-batch of training tasks: accumulates d(outer loss)/dω
+  into ``.grad`` of the learner's parameters and returns training metrics;
+- :meth:`Learner.evaluate` on a meta-batch of evaluation tasks: adapts to each support set and
+  returns per-task query metrics, building no meta-gradient graph.
+
+Everything random inside a learner comes from the tasks it is given, so a learner is
+deterministic given its parameters and the tasks.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from autometa.errors import ConfigError
+from autometa.hypergrad import BATCHING_MODES, batched, default_batching
+from autometa.tasks import TaskBatch
+
+TASK_KINDS = ("classification", "regression")
+
+
+def check_positive(owner: str, name: str, value, kind=float, allow_zero: bool = False) -> None:
+    """Raise a :class:`ConfigError` unless ``value`` is a number of ``kind`` that is > 0 (>= 0)."""
+    ok = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
+    ok = ok and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"The `{name}` of {owner} must be {'a float' if kind is float else 'an integer'} "
+                          f"{bound}. Got {value!r} instead.")
+
+
+def task_loss_fn(task: str):
+    """Cross-entropy for classification, mean squared error for regression."""
+    if task not in TASK_KINDS:
+        raise ConfigError(f"task must be one of {TASK_KINDS}. Got {task!r}.")
+    return F.cross_entropy if task == "classification" else F.mse_loss
+
+
+def query_metrics(task: str, outputs: Tensor, targets: Tensor, loss: Tensor) -> dict[str, Tensor]:
+    """Per-task metrics: ``loss`` always, ``accuracy`` for classification."""
+    metrics = {"loss": loss.detach()}
+    if task == "classification":
+        metrics["accuracy"] = (outputs.argmax(-1) == targets).float().mean()
+    return metrics
+
+
+class Learner(nn.Module, abc.ABC):
+    """Base class of every learner.
+
+    Subclasses implement :meth:`task_loss`, a pure function of the meta-parameters and one task;
+    :meth:`meta_backward` and :meth:`evaluate` then come for free, looped or vmapped over tasks.
+    Learners whose meta-gradient is not the gradient of a loss (Reptile, iMAML) override
+    :meth:`meta_backward`.
+
+    Args:
+        model: the network (the initialization for MAML-style learners, the embedding for
+            metric learners).
+        task: ``"classification"`` or ``"regression"``.
+        batching: ``"auto"``, ``"loop"`` or ``"vmap"`` over the tasks of a meta-batch.
+    """
+
+    #: hyperparameters a search backend may tune, in autometa's neutral space format
+    SPACE: ClassVar[dict] = {}
+
+    def __init__(self, model: nn.Module, task: str = "classification", batching: str = "auto"):
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"A learner needs an nn.Module as model. Got {type(model).__name__}.")
+        if batching not in BATCHING_MODES:
+            raise ConfigError(f"batching must be one of {BATCHING_MODES}. Got {batching!r}.")
+        self.model = model
+        self.task = task
+        self.loss_fn = task_loss_fn(task)
+        self.batching = batching
+
+    @classmethod
+    def space(cls) -> dict:
+        """The searchable hyperparameters of this learner (names are constructor arguments)."""
+        return dict(cls.SPACE)
+
+    def meta_params(self) -> dict[str, Tensor]:
+        """ω as a name -> tensor dict (the live parameters)."""
+        return dict(self.named_parameters())
+
+    def model_params(self, meta: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The network's parameters inside a meta-parameter dict (prefix ``model.`` removed)."""
+        return {k[6:]: v for k, v in meta.items() if k.startswith("model.")}
+
+    def _mode(self, batch: TaskBatch) -> str:
+        if self.batching != "auto":
+            return self.batching
+        return default_batching(self.model, batch.support_x.device)
+
+    @abc.abstractmethod
+    def task_loss(self, meta: dict[str, Tensor], support_x: Tensor, support_y: Tensor,
+                  query_x: Tensor, query_y: Tensor, training: bool) -> tuple[Tensor, dict[str, Tensor]]:
+        """Adapt to one task's support set and return the query loss and per-task metrics.
+
+        ``training`` is True during meta-training (build the meta-gradient graph) and False
+        for evaluation (inference settings, e.g. more inner steps; no graph needed).
+        """
+
+    def meta_backward(self, batch: TaskBatch) -> dict[str, float]:
+        """Accumulate the meta-gradient of the mean query loss of ``batch`` into ``.grad``."""
+        _, metrics = batched(lambda m, *t: self.task_loss(m, *t, training=True), self.meta_params(),
+                             batch.tensors, self._mode(batch), backward=True)
+        return {k: v.mean().item() for k, v in metrics.items()}
+
+    def evaluate(self, batch: TaskBatch) -> dict[str, Tensor]:
+        """Per-task query metrics after adaptation, shape ``(B,)`` each."""
+        meta = {k: v.detach() for k, v in self.meta_params().items()}
+        with torch.no_grad():
+            _, metrics = batched(lambda m, *t: self.task_loss(m, *t, training=False), meta,
+                                 batch.tensors, self._mode(batch), backward=False)
+        return metrics

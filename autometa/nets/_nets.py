@@ -1,0 +1,102 @@
+"""Networks used functionally: parameters are a dict of tensors applied with ``functional_call``.
+
+Batch norm keeps no running statistics (``track_running_stats=False``): every forward pass
+normalises with the statistics of the examples it is given, as MAML and ProtoNet do. There
+is no buffer to mutate, so a network gives the same result whether tasks are processed one
+by one, functionally, or batched with ``vmap`` (each task normalised by its own statistics).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from autometa.errors import ConfigError
+
+
+def conv_block(in_channels: int, out_channels: int, pool: bool = True) -> nn.Sequential:
+    """3x3 convolution (padding 1), batch norm, ReLU, 2x2 max-pool."""
+    layers = [nn.Conv2d(in_channels, out_channels, 3, padding=1),
+              nn.BatchNorm2d(out_channels, track_running_stats=False), nn.ReLU()]
+    if pool:
+        layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers)
+
+
+class Conv4(nn.Module):
+    """The four-block convolutional network of MAML and ProtoNet.
+
+    Args:
+        in_channels: image channels (1 for Omniglot).
+        out_features: size of the linear head (``ways``); ``None`` for an embedding network
+            (metric learners), whose output is the flattened features.
+        hidden: filters per block (64 in the papers).
+        image_size: input height and width, to size the head (28 for Omniglot).
+
+    Parameters are named ``features.*`` and ``head.*``, so ANIL can adapt the head alone.
+
+    References: Vinyals et al. 2016; Finn et al. 2017; Snell et al. 2017.
+    """
+
+    def __init__(self, in_channels: int = 1, out_features: int | None = 5, hidden: int = 64,
+                 image_size: int = 28, blocks: int = 4):
+        super().__init__()
+        if hidden < 1 or blocks < 1:
+            raise ConfigError(f"Conv4 needs hidden >= 1 and blocks >= 1. Got hidden={hidden}, blocks={blocks}.")
+        chans = [in_channels] + [hidden] * blocks
+        self.features = nn.Sequential(*(conv_block(a, b) for a, b in zip(chans, chans[1:])), nn.Flatten())
+        side = image_size
+        for _ in range(blocks):
+            side //= 2
+        self.feature_dim = hidden * max(side, 1) ** 2
+        self.head = nn.Linear(self.feature_dim, out_features) if out_features else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+
+class MLP(nn.Module):
+    """A fully connected network; ``MLP(1, 1, (40, 40))`` is the MAML sinusoid regressor."""
+
+    def __init__(self, in_features: int = 1, out_features: int | None = 1, hidden: Sequence[int] = (40, 40),
+                 activation: str = "relu"):
+        super().__init__()
+        acts = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+        if activation not in acts:
+            raise ConfigError(f"MLP activation must be one of {sorted(acts)}. Got {activation!r}.")
+        sizes = [in_features, *hidden]
+        layers: list[nn.Module] = []
+        for a, b in zip(sizes, sizes[1:]):
+            layers += [nn.Linear(a, b), acts[activation]()]
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(sizes[-1], out_features) if out_features else nn.Identity()
+        self.feature_dim = sizes[-1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x.flatten(1) if x.dim() > 2 else x))
+
+
+def params_of(module: nn.Module) -> dict[str, Tensor]:
+    """The module's parameters as a name -> tensor dict (the live tensors, not copies)."""
+    return dict(module.named_parameters())
+
+
+def functional_forward(module: nn.Module, params: dict[str, Tensor], x: Tensor) -> Tensor:
+    """``module(x)`` computed with ``params`` in place of its own parameters."""
+    return functional_call(module, params, (x,))
+
+
+def build_net(spec: dict, in_shape: tuple[int, ...], out_features: int | None) -> nn.Module:
+    """A network from a config's ``model`` section (``name``: ``conv4`` or ``mlp``)."""
+    spec = dict(spec)
+    name = spec.pop("name", "conv4" if len(in_shape) == 3 else "mlp")
+    if name == "conv4":
+        if len(in_shape) != 3:
+            raise ConfigError(f"conv4 needs image inputs (C, H, W). Got input shape {in_shape}; use model.name=mlp.")
+        return Conv4(in_shape[0], out_features, image_size=in_shape[-1], **spec)
+    if name == "mlp":
+        return MLP(int(torch.tensor(in_shape).prod()), out_features, **spec)
+    raise ConfigError(f"Unknown model {name!r}; use conv4 or mlp.")

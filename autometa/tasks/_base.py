@@ -1,0 +1,73 @@
+"""The task-distribution contract and the meta-batch it yields."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field, fields
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class TaskBatch:
+    """A meta-batch of tasks, stacked: every tensor's first dimension indexes the task.
+
+    Classification: ``support_x (B, ways*shots, C, H, W)``, ``support_y (B, ways*shots)`` long
+    labels in ``0..ways-1``; the same for the query set. Regression: ``x (B, n, d_in)``,
+    ``y (B, n, d_out)``. ``info`` holds per-task tensors describing the task (e.g. the sinusoid's
+    amplitude and phase, or the classes it was drawn from).
+    """
+
+    support_x: Tensor
+    support_y: Tensor
+    query_x: Tensor
+    query_y: Tensor
+    info: dict[str, Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.support_x.shape[0]
+
+    def to(self, device) -> TaskBatch:
+        return TaskBatch(*(getattr(self, f.name).to(device) for f in fields(self)[:4]),
+                         {k: v.to(device) for k, v in self.info.items()})
+
+    def __getitem__(self, index) -> TaskBatch:
+        """A sub-batch (``index`` a slice or index tensor); keeps the leading task dimension."""
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return TaskBatch(self.support_x[index], self.support_y[index], self.query_x[index],
+                         self.query_y[index], {k: v[index] for k, v in self.info.items()})
+
+    @property
+    def tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return self.support_x, self.support_y, self.query_x, self.query_y
+
+
+class TaskDistribution(abc.ABC):
+    """Samples tasks. Subclasses set ``kind`` and ``num_outputs`` and implement :meth:`sample`.
+
+    Contract: :meth:`sample` draws all randomness from the ``generator`` it is given, never from
+    global state, so the same generator state gives the same tasks. Distributions of different
+    splits of one dataset never share classes.
+    """
+
+    kind: str  # "classification" or "regression"
+    num_outputs: int  # ways for classification, output dimension for regression
+    input_shape: tuple[int, ...]
+
+    @abc.abstractmethod
+    def sample(self, batch_size: int, generator: torch.Generator) -> TaskBatch:
+        """Return ``batch_size`` tasks as a :class:`TaskBatch`."""
+
+    def episodes(self, count: int, batch_size: int, seed: int):
+        """Yield ``count`` tasks as batches of at most ``batch_size``, from a fixed ``seed``.
+
+        Used for evaluation: the same seed always gives the same test tasks.
+        """
+        gen = torch.Generator().manual_seed(seed)
+        done = 0
+        while done < count:
+            n = min(batch_size, count - done)
+            yield self.sample(n, gen)
+            done += n
