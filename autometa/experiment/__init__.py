@@ -1,0 +1,11 @@
+"""Experiments: configs, the run loop, evaluation with confidence intervals."""
+
+from autometa.experiment._config import DEFAULTS, deep_merge, load_config, parse_overrides, validate
+from autometa.experiment._run import Experiment, build_experiment, evaluate, load_checkpoint, run_experiment
+from autometa.experiment._stats import format_ci, mean_ci, paired_difference
+
+__all__ = [
+    "DEFAULTS", "deep_merge", "load_config", "parse_overrides", "validate", "Experiment",
+    "build_experiment", "evaluate", "load_checkpoint", "run_experiment", "format_ci", "mean_ci",
+    "paired_difference",
+]

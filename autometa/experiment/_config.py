@@ -1,0 +1,177 @@
+"""Experiment configs: YAML files with defaults, ``--set key=value`` overrides, one validation.
+
+A config has the sections ``tasks``, ``model``, ``learner``, ``outer`` and ``run`` plus a
+``seed``; see ``experiments/`` for examples. Every problem found is reported in one error.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import yaml
+
+from autometa.errors import ConfigError
+
+DEFAULTS: dict = {
+    "seed": 0,
+    "tasks": {},
+    "model": {},
+    "learner": {},
+    "outer": {
+        "optimizer": "adam",      # adam | sgd
+        "lr": 1e-3,
+        "meta_batch": 32,
+        "steps": 1000,
+        "lr_decay": 1.0,          # multiply lr by this every lr_decay_every steps
+        "lr_decay_every": 0,      # 0: constant
+        "clip_grad": 0.0,         # max gradient norm; 0: no clipping
+        "weight_decay": 0.0,
+    },
+    "run": {
+        "validate_every": 500,    # 0: no validation (the last step's weights are tested)
+        "val_tasks": 200,
+        "test_tasks": 600,
+        "eval_batch": 50,
+        "checkpoint_every": 500,
+        "log_every": 10,
+        "threads": None,          # torch intra-op threads; None leaves torch's default
+        "device": "cpu",
+        "progress": True,
+        "val_seed": 1234,
+        "test_seed": 4321,
+    },
+}
+
+# keys that may change between a run and its resumption
+RESUMABLE_CHANGES = {"outer.steps", "run.progress", "run.threads", "run.checkpoint_every"}
+
+_NUMBERS = {
+    # key: (type, minimum, strict)
+    "outer.lr": (float, 0.0, True), "outer.meta_batch": (int, 1, False), "outer.steps": (int, 1, False),
+    "outer.lr_decay": (float, 0.0, True), "outer.lr_decay_every": (int, 0, False),
+    "outer.clip_grad": (float, 0.0, False), "outer.weight_decay": (float, 0.0, False),
+    "run.validate_every": (int, 0, False), "run.val_tasks": (int, 1, False),
+    "run.test_tasks": (int, 1, False), "run.eval_batch": (int, 1, False),
+    "run.checkpoint_every": (int, 0, False), "run.log_every": (int, 1, False),
+}
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """``override`` merged into a copy of ``base``, section by section."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def get_path(config: dict, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def set_path(config: dict, dotted: str, value) -> None:
+    """Set ``config["a"]["b"] = value`` for ``dotted="a.b"``, creating sections as needed."""
+    parts = dotted.split(".")
+    node = config
+    for part in parts[:-1]:
+        if not isinstance(node.get(part, {}), dict):
+            raise ConfigError(f"Cannot set {dotted!r}: {part!r} is a value, not a section.")
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["learner.inner_lr=0.1", "run.progress=false"]`` -> nested dict; values parsed as YAML."""
+    out: dict = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"An override must look like key=value (e.g. learner.inner_lr=0.1). Got {item!r}.")
+        try:
+            value = yaml.safe_load(raw) if raw else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"The value of override {item!r} is not valid YAML: {exc}") from exc
+        set_path(out, key.strip(), value)
+    return out
+
+
+def load_config(source: str | os.PathLike | dict, overrides: list[str] | dict | None = None) -> dict:
+    """Read a config (a YAML path or a dict), apply overrides and defaults, validate it.
+
+    Raises:
+        ConfigError: listing every problem found.
+    """
+    if isinstance(source, dict):
+        raw = copy.deepcopy(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"Config file {str(path)!r} does not exist. Pass the path of a YAML "
+                              f"config, e.g. experiments/sinusoid_maml_k10.yaml.")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"Config file {str(path)!r} is not valid YAML: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"Config file {str(path)!r} must hold a mapping of sections. Got {type(raw).__name__}.")
+    if overrides:
+        raw = deep_merge(raw, overrides if isinstance(overrides, dict) else parse_overrides(overrides))
+    config = deep_merge(DEFAULTS, raw)
+    validate(config)
+    return config
+
+
+def validate(config: dict) -> None:
+    """Check the whole config and raise one :class:`ConfigError` listing every problem."""
+    problems = []
+    known = set(DEFAULTS) | {"description", "published"}
+    for key in config:
+        if key not in known:
+            problems.append(f"unknown top-level key {key!r} (known: {sorted(known)})")
+    for section in ("outer", "run"):
+        for key in config.get(section, {}):
+            if key not in DEFAULTS[section]:
+                problems.append(f"unknown key {section}.{key} (known: {sorted(DEFAULTS[section])})")
+    for section in ("tasks", "model", "learner"):
+        if not isinstance(config.get(section), dict):
+            problems.append(f"{section} must be a mapping. Got {config.get(section)!r}")
+    if isinstance(config.get("tasks"), dict) and "name" not in config["tasks"]:
+        problems.append("tasks.name is missing (e.g. sinusoid, omniglot, digits)")
+    if isinstance(config.get("learner"), dict) and "name" not in config["learner"]:
+        problems.append("learner.name is missing (e.g. maml, metasgd, protonet)")
+    if not isinstance(config.get("seed"), int) or isinstance(config.get("seed"), bool):
+        problems.append(f"seed must be an integer. Got {config.get('seed')!r}")
+    for key, (kind, low, strict) in _NUMBERS.items():
+        try:
+            value = get_path(config, key)
+        except (KeyError, TypeError):
+            continue
+        good_type = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
+        if not good_type or (value <= low if strict else value < low):
+            bound = f"> {low}" if strict else f">= {low}"
+            problems.append(f"{key} must be {'a number' if kind is float else 'an integer'} {bound}. Got {value!r}")
+    if config.get("outer", {}).get("optimizer") not in ("adam", "sgd"):
+        problems.append(f"outer.optimizer must be 'adam' or 'sgd'. Got {config['outer'].get('optimizer')!r}")
+    if problems:
+        raise ConfigError("Invalid config:\n  - " + "\n  - ".join(problems))
+
+
+def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two configs."""
+    keys = set(old) | set(new)
+    out = []
+    for key in sorted(keys):
+        name = f"{prefix}{key}"
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_diff(a, b, name + ".")
+        elif a != b:
+            out.append(name)
+    return out

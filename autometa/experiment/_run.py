@@ -1,0 +1,276 @@
+"""The run loop: config -> objects -> meta-train -> validate -> test -> results directory.
+
+Reads top to bottom like a training script. A results directory holds ``config.yaml`` (the
+resolved config), ``versions.json``, ``metrics.jsonl`` (one JSON object per logged step),
+``results.json`` and ``checkpoints/{last,best}.pt``. Resuming from ``last.pt`` restores the
+weights, the outer optimizer, the task sampler's random stream and the metrics log, so a
+resumed run reaches the same numbers as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+import autometa
+from autometa.errors import AutometaError, CheckpointError, ConfigError
+from autometa.experiment._config import RESUMABLE_CHANGES, config_diff, load_config
+from autometa.experiment._stats import format_ci, mean_ci
+from autometa.learners import LEARNERS, Learner, build_learner
+from autometa.nets import build_net
+from autometa.tasks import TaskDistribution, make_tasks
+
+
+@dataclass
+class Experiment:
+    """The objects a config describes."""
+
+    config: dict
+    learner: Learner
+    train: TaskDistribution
+    val: TaskDistribution | None
+    test: TaskDistribution
+
+    @property
+    def selection_metric(self) -> tuple[str, str]:
+        """(metric, "max"|"min") used to pick the best checkpoint."""
+        return ("accuracy", "max") if self.train.kind == "classification" else ("loss", "min")
+
+
+def versions() -> dict:
+    return {"autometa": autometa.__version__, "python": sys.version.split()[0], "torch": torch.__version__,
+            "numpy": np.__version__, "platform": platform.platform(), "processor": platform.processor()}
+
+
+def build_experiment(config: dict) -> Experiment:
+    """Build tasks, network and learner, reporting every construction problem in one error."""
+    problems, splits = [], {}
+    need = ["train", "test"] + (["val"] if config["run"]["validate_every"] else [])
+    for split in need:
+        try:
+            splits[split] = make_tasks(config["tasks"], split)
+        except AutometaError as exc:
+            problems.append(f"tasks ({split}): {exc}")
+    learner = None
+    name = str(config["learner"].get("name", "")).lower()
+    if name not in LEARNERS:
+        problems.append(f"learner.name {name!r} is unknown; choose one of {sorted(LEARNERS)}")
+    elif "train" in splits:
+        cls = LEARNERS[name]
+        train, test = splits["train"], splits.get("test")
+        head = getattr(cls, "HEAD", True)
+        if head and test is not None and train.num_outputs != test.num_outputs:
+            problems.append(f"learner {name!r} trains a {train.num_outputs}-output head but test tasks have "
+                            f"{test.num_outputs} ways; set tasks.train_ways equal to tasks.ways")
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(config["seed"])
+                model = build_net(config["model"], train.input_shape, train.num_outputs if head else None)
+                learner = build_learner(config["learner"], model, train.kind)
+        except AutometaError as exc:
+            problems.append(f"model/learner: {exc}")
+    if problems:
+        raise ConfigError("Invalid config:\n  - " + "\n  - ".join(problems))
+    return Experiment(config, learner, splits["train"], splits.get("val"), splits["test"])
+
+
+def evaluate(learner: Learner, tasks: TaskDistribution, count: int, batch_size: int, seed: int,
+             device: str = "cpu", progress: bool = False, desc: str = "eval") -> dict:
+    """Per-task query metrics of ``count`` tasks drawn from ``seed``, as mean ± 95% CI.
+
+    Returns ``{metric: {"mean", "ci95", "std", "n"}}`` plus ``"values": {metric: [...]}`` with the
+    per-task numbers (used for paired comparisons).
+    """
+    from tqdm.auto import tqdm
+
+    values: dict[str, list] = {}
+    bar = tqdm(total=count, desc=desc, leave=False, disable=not progress)
+    for batch in tasks.episodes(count, batch_size, seed):
+        for k, v in learner.evaluate(batch.to(device)).items():
+            values.setdefault(k, []).extend(v.cpu().tolist())
+        bar.update(len(batch))
+    bar.close()
+    return {**{k: mean_ci(v) for k, v in values.items()}, "values": values}
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # never leaves a half-written checkpoint
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a checkpoint with ``weights_only=True``; a damaged file raises :class:`CheckpointError`."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"No checkpoint at {path}. Run without --resume to start a new run.") from exc
+    except Exception as exc:  # pickle / zip errors come in many types
+        raise CheckpointError(
+            f"Checkpoint {path} is damaged or not an autometa checkpoint ({type(exc).__name__}: {exc}). "
+            f"Delete it to restart from scratch, or resume from checkpoints/best.pt by copying it over."
+        ) from exc
+
+
+def run_experiment(config: dict | str, out_dir: str | os.PathLike | None = None, callback=None,
+                   resume: bool = False, overrides: list[str] | None = None) -> dict:
+    """Meta-train, validate and test the learner a config describes.
+
+    Args:
+        config: a config dict or YAML path (validated; defaults filled in).
+        out_dir: results directory; None keeps nothing on disk.
+        callback: ``callback(step, metrics) -> bool`` after each validation; returning True
+            stops training early (pruning). Metrics hold ``val_<metric>`` entries.
+        resume: continue from ``out_dir/checkpoints/last.pt``.
+        overrides: ``key=value`` strings applied on top of ``config``.
+
+    Returns:
+        The content of ``results.json``: ``test`` metrics as mean, 95% CI half-width and n,
+        ``best_val``, ``steps``, ``meta_train_time_s``, ``wall_time_s``.
+
+    Raises:
+        ConfigError: an invalid config, or an ``out_dir`` that already holds a run while
+            ``resume`` is False.
+        CheckpointError: ``resume`` with a missing, damaged or mismatching checkpoint.
+    """
+    wall_start = time.perf_counter()
+    config = load_config(config, overrides)
+    run, outer = config["run"], config["outer"]
+    out = Path(out_dir) if out_dir is not None else None
+    ckpt_dir = out / "checkpoints" if out else None
+    if out is not None:
+        if not resume and (out / "metrics.jsonl").exists():
+            raise ConfigError(f"{out} already holds a run. Pass --resume to continue it, or choose another --out.")
+        if resume:
+            saved = yaml.safe_load((out / "config.yaml").read_text()) if (out / "config.yaml").exists() else None
+            if saved is None:
+                raise CheckpointError(f"{out} holds no config.yaml to resume from. Start a new run instead.")
+            changed = [k for k in config_diff(saved, config) if k not in RESUMABLE_CHANGES]
+            if changed:
+                raise CheckpointError(f"Cannot resume {out}: the config differs in {changed}. "
+                                      f"Resume with the same config, or start a new run in another directory.")
+    exp = build_experiment(config)
+    if run["threads"]:
+        torch.set_num_threads(int(run["threads"]))
+    device = run["device"]
+    learner = exp.learner.to(device)
+    opt_cls = torch.optim.Adam if outer["optimizer"] == "adam" else torch.optim.SGD
+    optimizer = opt_cls(learner.parameters(), lr=outer["lr"], weight_decay=outer["weight_decay"])
+    decay_every = outer["lr_decay_every"] or 10**12
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, decay_every, gamma=outer["lr_decay"])
+    generator = torch.Generator().manual_seed(config["seed"])
+    metric, mode = exp.selection_metric
+    better = (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
+    start, best, elapsed = 0, None, 0.0
+
+    if out is not None:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        _atomic_write(out / "versions.json", json.dumps(versions(), indent=2))
+    if resume:
+        state = load_checkpoint(ckpt_dir / "last.pt")
+        learner.load_state_dict(state["learner"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        start, best, elapsed = state["step"], state["best"], state["elapsed"]
+        lines = (out / "metrics.jsonl").read_text().splitlines() if (out / "metrics.jsonl").exists() else []
+        kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= start]
+        _atomic_write(out / "metrics.jsonl", "".join(ln + "\n" for ln in kept))
+    log = open(out / "metrics.jsonl", "a") if out else None
+
+    def record(entry: dict) -> None:
+        if log:
+            log.write(json.dumps(entry) + "\n")
+            log.flush()
+
+    def checkpoint(name: str, step: int) -> None:
+        if ckpt_dir is None:
+            return
+        _save_checkpoint(ckpt_dir / name, {
+            "learner": learner.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+            "step": step, "best": best, "elapsed": elapsed,
+        })
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=outer["steps"], initial=start, desc="meta-train", disable=not run["progress"], dynamic_ncols=True)
+    stopped_early, step = False, start
+    t_last = time.perf_counter()
+    for step in range(start + 1, outer["steps"] + 1):
+        batch = exp.train.sample(outer["meta_batch"], generator).to(device)
+        optimizer.zero_grad(set_to_none=True)
+        train_metrics = learner.meta_backward(batch)
+        if outer["clip_grad"]:
+            torch.nn.utils.clip_grad_norm_(learner.parameters(), outer["clip_grad"])
+        optimizer.step()
+        scheduler.step()
+        now = time.perf_counter()
+        elapsed += now - t_last
+        t_last = now
+        bar.update(1)
+        if step % run["log_every"] == 0 or step == outer["steps"]:
+            record({"step": step, "time_s": round(elapsed, 3), **{f"train_{k}": v for k, v in train_metrics.items()}})
+            bar.set_postfix({k: f"{v:.3f}" for k, v in train_metrics.items()}, refresh=False)
+        if exp.val is not None and (step % run["validate_every"] == 0 or step == outer["steps"]):
+            val = evaluate(learner, exp.val, run["val_tasks"], run["eval_batch"], run["val_seed"], device)
+            entry = {"step": step, "time_s": round(elapsed, 3),
+                     **{f"val_{k}": v["mean"] for k, v in val.items() if k != "values"}}
+            record(entry)
+            if best is None or better(entry[f"val_{metric}"], best["value"]):
+                best = {"step": step, "value": entry[f"val_{metric}"], "metric": metric}
+                checkpoint("best.pt", step)
+            t_last = time.perf_counter()  # validation time is not meta-training time
+            if callback is not None and callback(step, entry):
+                stopped_early = True
+        if ckpt_dir is not None and ((run["checkpoint_every"] and step % run["checkpoint_every"] == 0)
+                                     or step == outer["steps"] or stopped_early):
+            checkpoint("last.pt", step)
+        if stopped_early:
+            break
+    bar.close()
+    if log:
+        log.close()
+
+    if best is not None and ckpt_dir is not None and (ckpt_dir / "best.pt").exists():
+        learner.load_state_dict(load_checkpoint(ckpt_dir / "best.pt")["learner"])
+    t0 = time.perf_counter()
+    test = evaluate(learner, exp.test, run["test_tasks"], run["eval_batch"], run["test_seed"], device,
+                    progress=run["progress"], desc="test")
+    test_time = time.perf_counter() - t0
+    results = {
+        "test": {k: v for k, v in test.items() if k != "values"},
+        "best_val": best,
+        "steps": step,
+        "stopped_early": stopped_early,
+        "meta_train_time_s": round(elapsed, 3),
+        "test_time_s": round(test_time, 3),
+        "wall_time_s": round(time.perf_counter() - wall_start, 3),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+    }
+    if out is not None:
+        _atomic_write(out / "results.json", json.dumps(results, indent=2))
+        _atomic_write(out / "test_values.json", json.dumps(test["values"]))
+    if run["progress"]:
+        shown = {k: format_ci(v, 100 if k == "accuracy" else 1, 2 if k == "accuracy" else 4)
+                 for k, v in results["test"].items()}
+        print(f"test ({results['test'][next(iter(results['test']))]['n']} tasks): "
+              + ", ".join(f"{k} {v}" for k, v in shown.items()), file=sys.stderr)
+    return results
