@@ -6,9 +6,14 @@ All share :class:`Learner`: ``meta_backward(batch)`` during meta-training and
 
 from autometa.learners._base import Learner, query_metrics, task_loss_fn
 from autometa.learners._gradient import ANIL, FOMAML, MAML, MetaSGD, Reptile, iMAML
+from autometa.learners._metric import (
+    ClassAttributeTasks, GraphNet, MatchingNet, MetricLearner, ProtoNet, RelationNet, SiameseNet,
+    ZeroShotProtoNet, seven_segment_mnist,
+)
 from autometa.learners._registry import LEARNERS, build_learner, register_learner
 
 __all__ = [
     "Learner", "query_metrics", "task_loss_fn", "ANIL", "FOMAML", "MAML", "MetaSGD", "Reptile",
-    "iMAML", "LEARNERS", "build_learner", "register_learner",
+    "iMAML", "LEARNERS", "build_learner", "register_learner", "MetricLearner", "ProtoNet", "MatchingNet",
+    "RelationNet", "SiameseNet", "GraphNet", "ZeroShotProtoNet", "ClassAttributeTasks", "seven_segment_mnist",
 ]
