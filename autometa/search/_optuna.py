@@ -1,0 +1,238 @@
+"""The Optuna backend: embedded, the default. Optuna is imported here, lazily.
+
+Storage: an SQLite file ``study.db`` in the results directory by default, or any URL Optuna
+accepts (``sqlite:///...``, ``postgresql://...``, ``mysql://...``); without a results directory
+the study lives in memory. Samplers: ``tpe`` (multivariate; grouped for conditional spaces),
+``cmaes``, ``gp``, ``random``, ``grid`` (discrete spaces only), ``nsga2`` (multi-objective).
+Pruners: ``median``, ``successive_halving``, ``hyperband`` (single objective only; Optuna does
+not prune multi-objective trials).
+
+Resuming: running the same search again with ``resume=True`` loads the study from its storage.
+Finished trials (complete, pruned, failed) are kept and count toward ``n_trials``; a trial left
+RUNNING by a killed process is marked failed (``user_attrs.autometa_interrupted``) and enqueued
+again with the same parameters, so it is re-run once and not counted twice. This assumes no
+other process is working on the study at the same time (for several workers on one study, use
+a server database and Optuna's heartbeat instead). The sampler's seed is offset by the number of
+trials already in the study, so a resumed random search does not replay the first proposals.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from autometa.errors import ConfigError, UnsupportedFeatureError
+from autometa.search._common import Settings, TrialPruned, error_text
+from autometa.search._result import SearchResult, TrialRecord
+from autometa.search._space import Param, SearchSpace
+from autometa.search._trial import Trial, check_objective_value
+
+SAMPLERS = ("tpe", "cmaes", "gp", "random", "grid", "nsga2")
+PRUNERS = ("median", "successive_halving", "hyperband")
+_STATES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}
+
+
+def to_distribution(param: Param) -> optuna.distributions.BaseDistribution:
+    """The Optuna distribution of a neutral parameter."""
+    if param.kind == "choice":
+        return optuna.distributions.CategoricalDistribution(list(param.choices))
+    if param.kind == "int":
+        return optuna.distributions.IntDistribution(param.low, param.high, log=param.log, step=param.step)
+    return optuna.distributions.FloatDistribution(param.low, param.high, log=param.log, step=param.step)
+
+
+def suggest_param(optuna_trial, param: Param):
+    """One value of ``param`` from an Optuna trial."""
+    if param.kind == "choice":
+        return optuna_trial.suggest_categorical(param.name, list(param.choices))
+    if param.kind == "int":
+        return optuna_trial.suggest_int(param.name, param.low, param.high, step=param.step, log=param.log)
+    return optuna_trial.suggest_float(param.name, param.low, param.high, step=param.step, log=param.log)
+
+
+def suggest_space(optuna_trial, space: SearchSpace) -> dict:
+    """Sample the active parameters of ``space`` with an Optuna trial (define-by-run, conditions in order)."""
+    values: dict = {}
+    for param in space:
+        if space.is_active(param.name, values):
+            values[param.name] = suggest_param(optuna_trial, param)
+    return values
+
+
+class OptunaTrial(Trial):
+    """:class:`Trial` backed by an ``optuna.Trial``: define-by-run and Optuna's pruners."""
+
+    backend = "optuna"
+
+    def __init__(self, optuna_trial, space: SearchSpace, params: dict, multi_objective: bool):
+        super().__init__(optuna_trial.number, space, params, multi_objective)
+        self._trial = optuna_trial
+
+    def _suggest_new(self, param: Param):
+        return suggest_param(self._trial, param)
+
+    def _report(self, value, step, checkpoint):
+        if not self.multi_objective:  # Optuna keeps intermediate values of single-objective trials only
+            self._trial.report(value, step)
+        if checkpoint is not None:
+            self._trial.set_user_attr("autometa_checkpoint", str(checkpoint))
+
+    def _should_prune(self) -> bool:
+        return (not self.multi_objective) and self._trial.should_prune()
+
+
+def make_sampler(settings: Settings, space: SearchSpace, seed: int | None):
+    """The Optuna sampler named by ``settings.sampler``."""
+    name, options = settings.sampler, dict(settings.sampler_options)
+    if name == "tpe":
+        if space.conditional:
+            options.setdefault("group", True)
+            options.setdefault("multivariate", True)
+        return optuna.samplers.TPESampler(seed=seed, **options)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, **options)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, **options)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed, **options)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, **options)
+    if name == "grid":
+        if space.conditional:
+            raise UnsupportedFeatureError(
+                "Grid search cannot walk a conditional space (parameters with `when`). Remove the "
+                "conditions, or use sampler='random' / 'tpe'.")
+        return optuna.samplers.GridSampler({p.name: p.grid() for p in space}, seed=seed, **options)
+    raise ConfigError(f"Unknown sampler {name!r} for the optuna backend. Choose one of {SAMPLERS}.")
+
+
+def make_pruner(settings: Settings):
+    name, options = settings.pruner, settings.pruner_options
+    if name is None:
+        return optuna.pruners.NopPruner()
+    if settings.n_objectives > 1:
+        raise UnsupportedFeatureError(
+            f"Optuna cannot prune multi-objective trials, so pruner={name!r} would do nothing. Drop the "
+            f"pruner, or search one objective.")
+    if name == "median":
+        return optuna.pruners.MedianPruner(**options)
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(**options)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(**options)
+    raise ConfigError(f"Unknown pruner {name!r} for the optuna backend. Choose one of {PRUNERS} or None.")
+
+
+def storage_url(settings: Settings) -> str | None:
+    """The storage URL: the one given, else ``sqlite:///<out_dir>/study.db``, else in memory."""
+    if settings.storage:
+        if "://" not in settings.storage:
+            path = Path(settings.storage)
+            return f"sqlite:///{path.resolve()}"
+        return settings.storage
+    if settings.out_dir is not None:
+        settings.out_dir.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{(settings.out_dir / 'study.db').resolve()}"
+    return None
+
+
+def to_record(frozen) -> TrialRecord | None:
+    """A neutral record of a finished Optuna trial (None while it is still running or waiting)."""
+    state = _STATES.get(frozen.state)
+    if state is None:
+        return None
+    attrs = dict(frozen.user_attrs)
+    error = attrs.pop("autometa_error", None)
+    if attrs.pop("autometa_interrupted", False):
+        error = "interrupted: the sweep process stopped during this trial; it was re-run with the same parameters"
+    values = frozen.values
+    intermediate = {int(k): float(v) for k, v in frozen.intermediate_values.items()}
+    if state == "pruned" and values is None and intermediate:
+        values = [intermediate[max(intermediate)]]
+    if state == "failed" and error is None:
+        error = frozen.system_attrs.get("fail_reason", "failed (Optuna recorded no reason)")
+    duration = frozen.duration.total_seconds() if frozen.duration is not None else None
+    return TrialRecord(frozen.number, dict(frozen.params), state, None if values is None else list(values),
+                       intermediate, duration, error, attrs, str(frozen._trial_id))
+
+
+def _recover_interrupted(study) -> int:
+    """Mark trials left RUNNING as failed and enqueue their parameters again; return how many."""
+    storage = study._storage
+    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for frozen in stale:
+        storage.set_trial_user_attr(frozen._trial_id, "autometa_interrupted", True)
+        storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL)
+        study.enqueue_trial(frozen.params, user_attrs={"autometa_retry_of": frozen.number})
+    return len(stale)
+
+
+def run(objective, space: SearchSpace, settings: Settings) -> SearchResult:
+    """Run the search with Optuna; see :func:`autometa.search` for the arguments."""
+    url = storage_url(settings)
+    existing = None
+    if url is not None:
+        try:
+            existing = optuna.load_study(study_name=settings.study_name, storage=url)
+        except KeyError:
+            existing = None
+    if existing is not None:
+        if not settings.resume:
+            raise ConfigError(
+                f"Storage {url} already holds study {settings.study_name!r} with {len(existing.trials)} trial(s). "
+                f"Pass resume=True (CLI: --resume) to continue it, or another out_dir / study_name.")
+        if list(existing.directions) != [optuna.study.StudyDirection[d.upper()] for d in settings.directions]:
+            raise ConfigError(
+                f"Study {settings.study_name!r} in {url} has directions "
+                f"{[d.name.lower() for d in existing.directions]}, not {settings.directions}. Resume with the "
+                f"same directions, or start a new study.")
+    before = 0 if existing is None else len(existing.trials)
+    seed = None if settings.seed is None else settings.seed + before
+    study = optuna.create_study(storage=url, study_name=settings.study_name, directions=settings.directions,
+                                sampler=make_sampler(settings, space, seed), pruner=make_pruner(settings),
+                                load_if_exists=True)
+    interrupted = _recover_interrupted(study)
+    finished = [t for t in study.get_trials(deepcopy=False, states=tuple(_STATES))
+                if not t.user_attrs.get("autometa_interrupted")]
+    remaining = max(0, settings.n_trials - len(finished))
+    multi = settings.n_objectives > 1
+
+    def wrapped(optuna_trial):
+        trial = OptunaTrial(optuna_trial, space, suggest_space(optuna_trial, space), multi)
+        try:
+            value = objective(trial)
+        except TrialPruned as exc:
+            raise optuna.TrialPruned(str(exc)) from exc
+        except Exception as exc:
+            optuna_trial.set_user_attr("autometa_error", error_text(exc))
+            raise
+        finally:
+            for key, item in trial.user_attrs.items():
+                optuna_trial.set_user_attr(key, item)
+        try:
+            values = check_objective_value(value, settings.n_objectives)
+        except ConfigError as exc:
+            optuna_trial.set_user_attr("autometa_error", error_text(exc))
+            raise
+        return values if multi else values[0]
+
+    callbacks = []
+    if settings.on_trial_end is not None:
+        def report_end(_study, frozen):
+            record = to_record(frozen)
+            if record is not None:
+                settings.on_trial_end(record)
+        callbacks.append(report_end)
+    start = time.perf_counter()
+    if remaining:
+        study.optimize(wrapped, n_trials=remaining, timeout=settings.timeout, catch=(Exception,),
+                       callbacks=callbacks, n_jobs=settings.max_concurrent or 1)
+    records = [r for r in (to_record(t) for t in study.get_trials(deepcopy=False)) if r is not None]
+    info = {"sampler": settings.sampler, "pruner": settings.pruner, "seed": settings.seed, "storage": url,
+            "study_name": settings.study_name, "resumed_from": before, "interrupted_rerun": interrupted,
+            "wall_time_s": round(time.perf_counter() - start, 3)}
+    return SearchResult("optuna", list(settings.directions), space, sorted(records, key=lambda r: r.number),
+                        list(settings.metric_names), info)
