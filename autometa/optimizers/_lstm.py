@@ -1,0 +1,311 @@
+"""The LSTM optimizer of Andrychowicz et al. 2016 and its truncated-BPTT meta-training.
+
+``LSTMOptimizer`` has the same functional face as the hand-crafted rules
+(``init(params) -> state``, ``update(grads, state, params) -> (params, state)``), so anything
+that runs SGD or Adam on a problem runs the learned optimizer too; its LSTM weights are the
+meta-parameters ω.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from autometa.errors import CheckpointError, ConfigError, NumericalError
+
+Params = dict[str, Tensor]
+State = dict[str, Tensor]
+
+
+def preprocess_gradients(grads: Tensor, p: float = 10.0) -> Tensor:
+    """The paper's gradient preprocessing: two features per coordinate, ``(n,)`` -> ``(n, 2)``.
+
+    ``(log|g| / p, sign g)`` if ``|g| >= exp(-p)``, else ``(-1, exp(p) g)``: the magnitude is put
+    on a log scale so that one LSTM can read gradients of very different sizes.
+
+    References: Andrychowicz et al. 2016, appendix A.
+    """
+    magnitude = grads.abs()
+    large = magnitude >= math.exp(-p)
+    # clamp so that the log's derivative stays finite in the branch ``where`` discards
+    log_part = torch.where(large, magnitude.clamp_min(math.exp(-p)).log() / p, -torch.ones_like(grads))
+    sign_part = torch.where(large, torch.sign(grads), math.exp(p) * grads)
+    return torch.stack([log_part, sign_part], dim=-1)
+
+
+def check_finite_update(owner: str, step: int, name: str, delta: Tensor, grad: Tensor) -> None:
+    """Raise :class:`NumericalError` if a proposed update holds NaN or inf."""
+    bad = ~torch.isfinite(delta)
+    if bool(bad.any()):
+        grad_note = ("the gradient there was finite" if bool(torch.isfinite(grad[bad]).all())
+                     else "the gradient there was already NaN/inf: the problem diverged first")
+        raise NumericalError(
+            f"{owner} produced a non-finite update at step {step} for parameter {name!r} "
+            f"({int(bad.sum())} of {delta.numel()} coordinates; {grad_note}). Lower the meta "
+            f"learning rate or output_scale, clip meta-gradients, or shorten the unroll."
+        )
+
+
+class LSTMOptimizer(nn.Module):
+    """A coordinatewise two-layer LSTM that maps each coordinate's gradient to its update.
+
+    One small LSTM is shared across all coordinates of all parameters (each coordinate has its
+    own hidden state), so the optimizer applies to any number of parameters. The update is
+    ``params + output_scale * Linear(LSTM(preprocess(grad)))``.
+
+    Args:
+        hidden_size: LSTM units per layer (20 in the paper).
+        num_layers: stacked LSTM layers (2 in the paper).
+        preprocess: the ``p`` of the gradient preprocessing (10); ``None`` feeds the raw gradient.
+        output_scale: multiplies the LSTM output (0.1 in the paper).
+        check_finite: raise :class:`NumericalError` on a NaN/inf update (naming step and parameter).
+
+    Example::
+
+        optimizer = LSTMOptimizer()
+        state = optimizer.init(params)
+        params, state = optimizer.update(grads, state, params)
+
+    References: Andrychowicz et al. 2016, "Learning to learn by gradient descent by gradient descent".
+    """
+
+    SPACE: ClassVar[dict] = {"hidden_size": {"int": [5, 64]}, "output_scale": {"float": [0.01, 1.0], "log": True}}
+
+    def __init__(self, hidden_size: int = 20, num_layers: int = 2, preprocess: float | None = 10.0,
+                 output_scale: float = 0.1, check_finite: bool = True):
+        super().__init__()
+        for name, value in (("hidden_size", hidden_size), ("num_layers", num_layers)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"The `{name}` of LSTMOptimizer must be an integer >= 1. Got {value!r}.")
+        if preprocess is not None and not (isinstance(preprocess, (int, float)) and preprocess > 0):
+            raise ConfigError(f"The `preprocess` of LSTMOptimizer must be a float > 0 or None. Got {preprocess!r}.")
+        if not (isinstance(output_scale, (int, float)) and output_scale > 0):
+            raise ConfigError(f"The `output_scale` of LSTMOptimizer must be a float > 0. Got {output_scale!r}.")
+        self.hidden_size, self.num_layers = hidden_size, num_layers
+        self.preprocess, self.output_scale = preprocess, float(output_scale)
+        self.check_finite = bool(check_finite)
+        input_size = 2 if preprocess is not None else 1
+        self.cells = nn.ModuleList(
+            nn.LSTMCell(input_size if i == 0 else hidden_size, hidden_size) for i in range(num_layers))
+        self.output = nn.Linear(hidden_size, 1)
+
+    @classmethod
+    def space(cls) -> dict:
+        """The searchable hyperparameters (names are constructor arguments)."""
+        return {k: dict(v) for k, v in cls.SPACE.items()}
+
+    def config(self) -> dict:
+        """The constructor arguments, to rebuild this optimizer."""
+        return {"hidden_size": self.hidden_size, "num_layers": self.num_layers,
+                "preprocess": self.preprocess, "output_scale": self.output_scale,
+                "check_finite": self.check_finite}
+
+    def meta_params(self) -> dict[str, Tensor]:
+        """ω: the LSTM and output-layer weights (the live parameters)."""
+        return dict(self.named_parameters())
+
+    def init(self, params: Params) -> State:
+        """Zero hidden and cell states for every coordinate of ``params``."""
+        reference = next(iter(self.parameters()))
+        count = sum(p.numel() for p in params.values())
+        state = {"step": torch.zeros((), dtype=torch.long)}
+        for i in range(self.num_layers):
+            state[f"h{i}"] = torch.zeros(count, self.hidden_size, dtype=reference.dtype, device=reference.device)
+            state[f"c{i}"] = torch.zeros(count, self.hidden_size, dtype=reference.dtype, device=reference.device)
+        return state
+
+    def update(self, grads: Params, state: State, params: Params) -> tuple[Params, State]:
+        """One learned step for all coordinates at once.
+
+        Raises:
+            NumericalError: if ``check_finite`` and some update is NaN or inf.
+        """
+        names = list(params)
+        flat = torch.cat([grads[k].reshape(-1) for k in names])
+        x = preprocess_gradients(flat, self.preprocess) if self.preprocess is not None else flat[:, None]
+        new_state = {"step": state["step"] + 1}
+        for i, cell in enumerate(self.cells):
+            h, c = cell(x, (state[f"h{i}"], state[f"c{i}"]))
+            new_state[f"h{i}"], new_state[f"c{i}"] = h, c
+            x = h
+        delta = self.output(x).squeeze(-1) * self.output_scale
+        new_params, offset = {}, 0
+        for k in names:
+            n = params[k].numel()
+            step_k = delta[offset:offset + n].view_as(params[k])
+            if self.check_finite:
+                check_finite_update("LSTMOptimizer", int(state["step"]) + 1, k, step_k, grads[k])
+            new_params[k] = params[k] + step_k
+            offset += n
+        return new_params, new_state
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the configuration and weights (loadable with ``torch.load(weights_only=True)``)."""
+        torch.save({"class": "LSTMOptimizer", "config": self.config(), "state_dict": self.state_dict()}, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> LSTMOptimizer:
+        """Rebuild an optimizer written by :meth:`save`.
+
+        Raises:
+            CheckpointError: if the file is not an LSTMOptimizer checkpoint.
+        """
+        blob = torch.load(path, weights_only=True)
+        if not isinstance(blob, dict) or blob.get("class") != "LSTMOptimizer":
+            raise CheckpointError(f"{path} is not an LSTMOptimizer checkpoint (got keys "
+                                  f"{sorted(blob) if isinstance(blob, dict) else type(blob).__name__}); "
+                                  f"write one with LSTMOptimizer.save().")
+        optimizer = cls(**blob["config"])
+        optimizer.load_state_dict(blob["state_dict"])
+        return optimizer
+
+
+def _detached(tensors: dict[str, Tensor], requires_grad: bool = False) -> dict[str, Tensor]:
+    return {k: v.detach().requires_grad_(requires_grad and v.is_floating_point()) for k, v in tensors.items()}
+
+
+def unroll(rule, problem, params: Params, state: State, start: int, steps: int,
+           second_order: bool = False, track: bool = True) -> tuple[Tensor, Params, State, list[float]]:
+    """Run ``steps`` updates of ``rule`` on ``problem`` from step ``start``; the truncation unit.
+
+    The meta-loss is the paper's ``sum_t f(theta_t)`` over the iterates this unroll produces
+    (``theta_{start+1} .. theta_{start+steps}``), each averaged over the problem's tasks.
+
+    Args:
+        rule: anything with ``update(grads, state, params)`` (an :class:`LSTMOptimizer` or a
+            hand-crafted rule).
+        problem: has ``loss(params, step) -> (tasks,)``.
+        params, state: where the unroll starts; treated as given (callers detach them at a
+            truncation boundary, see :func:`meta_train`).
+        second_order: differentiate through the optimizee's gradients (Hessian terms). The
+            paper drops them (``False``): the gradient fed to the optimizer is a constant.
+        track: build the graph for the meta-gradient; ``False`` for evaluation.
+
+    Returns:
+        ``(meta_loss, params, state, losses)`` where ``losses`` are the per-step mean losses
+        ``f(theta_start) .. f(theta_{start+steps})`` as floats (``steps + 1`` of them).
+    """
+    params = {k: v if v.requires_grad else v.detach().requires_grad_(True) for k, v in params.items()}
+    loss = problem.loss(params, start)
+    losses = [float(loss.detach().mean())]
+    meta_loss = torch.zeros((), dtype=loss.dtype)
+    for t in range(start, start + steps):
+        # retain the graph: the meta-loss backpropagates through this loss's forward pass later
+        grads = torch.autograd.grad(loss.sum(), list(params.values()), retain_graph=track,
+                                    create_graph=track and second_order)
+        grads = dict(zip(params, grads if (track and second_order) else (g.detach() for g in grads)))
+        if track:
+            params, state = rule.update(grads, state, params)
+        else:
+            with torch.no_grad():
+                params, state = rule.update(grads, state, params)
+            params = _detached(params, requires_grad=True)
+        loss = problem.loss(params, t + 1)
+        losses.append(float(loss.detach().mean()))
+        if track:
+            meta_loss = meta_loss + loss.mean()
+    return meta_loss, params, state, losses
+
+
+def optimize(rule, problem, steps: int) -> Tensor:
+    """Run ``rule`` on ``problem`` for ``steps`` steps without meta-gradients.
+
+    Returns:
+        Per-task losses ``(steps + 1, tasks)`` at ``theta_0 .. theta_steps``.
+    """
+    params = _detached(problem.init_params(), requires_grad=True)
+    state = rule.init(params)
+    rows = []
+    loss = problem.loss(params, 0)
+    rows.append(loss.detach())
+    for t in range(steps):
+        grads = dict(zip(params, torch.autograd.grad(loss.sum(), list(params.values()))))
+        with torch.no_grad():
+            params, state = rule.update(grads, state, params)
+        params = _detached(params, requires_grad=True)
+        loss = problem.loss(params, t + 1)
+        rows.append(loss.detach())
+    return torch.stack(rows)
+
+
+def truncated_unrolls(optimizer, problem, horizon: int, unroll_length: int, second_order: bool = False):
+    """Yield ``(meta_loss, losses)`` for each truncation of one ``horizon``-step optimization.
+
+    The caller backpropagates each ``meta_loss`` (and may update the optimizer) before asking for
+    the next one. When resumed, the generator detaches the optimizee parameters and the optimizer
+    state: the next truncation starts from constants, so its meta-loss sends no gradient into
+    earlier truncations (truncated BPTT).
+    """
+    params = problem.init_params()
+    state = optimizer.init(params)
+    for start in range(0, horizon, unroll_length):
+        meta_loss, params, state, losses = unroll(optimizer, problem, params, state, start,
+                                                  min(unroll_length, horizon - start), second_order=second_order)
+        yield meta_loss, losses
+        # truncation boundary
+        params, state = _detached(params), _detached(state)
+
+
+def meta_train(optimizer: LSTMOptimizer, family, iterations: int, seed: int, horizon: int = 100,
+               unroll_length: int = 20, tasks_per_iteration: int = 1, meta_lr: float = 1e-3,
+               second_order: bool = False, max_grad_norm: float | None = None,
+               callback: Callable[[int, dict], None] | None = None) -> list[dict]:
+    """Meta-train ``optimizer`` with truncated backpropagation through time and Adam.
+
+    Each iteration samples a fresh problem from ``family`` and optimizes it for ``horizon``
+    steps in truncations of ``unroll_length``; after each truncation the meta-loss (sum of the
+    optimizee losses over the truncation) is backpropagated into the LSTM weights and Adam takes
+    a step. At every truncation boundary the optimizee parameters and the LSTM state are
+    detached, so no gradient flows from one truncation into the previous one.
+
+    Args:
+        optimizer: the :class:`LSTMOptimizer` to train (in place).
+        family: has ``sample(num_tasks, horizon, generator)`` (e.g. :class:`QuadraticFamily`).
+        iterations: number of sampled problems (each gives ``horizon / unroll_length`` updates).
+        seed: seeds the problem sampler (the only randomness here).
+        horizon, unroll_length: optimizee steps per problem and per truncation (100 and 20).
+        tasks_per_iteration: independent optimizees in each problem (averaged).
+        meta_lr: Adam's learning rate on the LSTM weights.
+        second_order: keep the optimizee's Hessian terms (the paper drops them).
+        max_grad_norm: clip the meta-gradient norm (``None``: no clipping).
+        callback: called as ``callback(iteration, record)`` after each iteration.
+
+    Returns:
+        One record per iteration: ``{"iteration", "meta_loss", "final_loss", "seconds"}``.
+
+    Raises:
+        ConfigError: if ``horizon`` is not a multiple of ``unroll_length``.
+
+    References: Andrychowicz et al. 2016, section 2.
+    """
+    if not (isinstance(unroll_length, int) and unroll_length >= 1 and isinstance(horizon, int)
+            and horizon % unroll_length == 0):
+        raise ConfigError(f"meta_train needs integer horizon a multiple of unroll_length >= 1. "
+                          f"Got horizon={horizon!r}, unroll_length={unroll_length!r}.")
+    generator = torch.Generator().manual_seed(seed)
+    outer = torch.optim.Adam(optimizer.parameters(), lr=meta_lr)
+    history = []
+    start_time = time.perf_counter()
+    for iteration in range(iterations):
+        problem = family.sample(tasks_per_iteration, horizon, generator)
+        meta_total, losses = 0.0, []
+        for meta_loss, chunk in truncated_unrolls(optimizer, problem, horizon, unroll_length, second_order):
+            outer.zero_grad()
+            meta_loss.backward()
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(optimizer.parameters(), max_grad_norm)
+            outer.step()
+            meta_total += float(meta_loss.detach())
+            losses.extend(chunk if not losses else chunk[1:])
+        record = {"iteration": iteration, "meta_loss": meta_total, "final_loss": losses[-1],
+                  "seconds": time.perf_counter() - start_time}
+        history.append(record)
+        if callback is not None:
+            callback(iteration, record)
+    return history
