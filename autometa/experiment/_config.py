@@ -39,13 +39,14 @@ DEFAULTS: dict = {
         "threads": None,          # torch intra-op threads; None leaves torch's default
         "device": "cpu",
         "progress": True,
+        "time_budget_s": 0,       # stop meta-training after this much meta-training time; 0: none
         "val_seed": 1234,
         "test_seed": 4321,
     },
 }
 
 # keys that may change between a run and its resumption
-RESUMABLE_CHANGES = {"outer.steps", "run.progress", "run.threads", "run.checkpoint_every"}
+RESUMABLE_CHANGES = {"outer.steps", "run.progress", "run.threads", "run.checkpoint_every", "run.time_budget_s"}
 
 _NUMBERS = {
     # key: (type, minimum, strict)
@@ -55,6 +56,7 @@ _NUMBERS = {
     "run.validate_every": (int, 0, False), "run.val_tasks": (int, 1, False),
     "run.test_tasks": (int, 1, False), "run.eval_batch": (int, 1, False),
     "run.checkpoint_every": (int, 0, False), "run.log_every": (int, 1, False),
+    "run.time_budget_s": (float, 0.0, False),
 }
 
 

@@ -211,7 +211,7 @@ def run_experiment(config: dict | str, out_dir: str | os.PathLike | None = None,
     from tqdm.auto import tqdm
 
     bar = tqdm(total=outer["steps"], initial=start, desc="meta-train", disable=not run["progress"], dynamic_ncols=True)
-    stopped_early, step = False, start
+    stopped_early, out_of_time, step = False, False, start
     t_last = time.perf_counter()
     for step in range(start + 1, outer["steps"] + 1):
         batch = exp.train.sample(outer["meta_batch"], generator).to(device)
@@ -225,10 +225,12 @@ def run_experiment(config: dict | str, out_dir: str | os.PathLike | None = None,
         elapsed += now - t_last
         t_last = now
         bar.update(1)
-        if step % run["log_every"] == 0 or step == outer["steps"]:
+        out_of_time = bool(run["time_budget_s"]) and elapsed >= run["time_budget_s"]
+        last = step == outer["steps"] or out_of_time
+        if step % run["log_every"] == 0 or last:
             record({"step": step, "time_s": round(elapsed, 3), **{f"train_{k}": v for k, v in train_metrics.items()}})
             bar.set_postfix({k: f"{v:.3f}" for k, v in train_metrics.items()}, refresh=False)
-        if exp.val is not None and (step % run["validate_every"] == 0 or step == outer["steps"]):
+        if exp.val is not None and (step % run["validate_every"] == 0 or last):
             val = evaluate(learner, exp.val, run["val_tasks"], run["eval_batch"], run["val_seed"], device)
             entry = {"step": step, "time_s": round(elapsed, 3),
                      **{f"val_{k}": v["mean"] for k, v in val.items() if k != "values"}}
@@ -240,9 +242,9 @@ def run_experiment(config: dict | str, out_dir: str | os.PathLike | None = None,
             if callback is not None and callback(step, entry):
                 stopped_early = True
         if ckpt_dir is not None and ((run["checkpoint_every"] and step % run["checkpoint_every"] == 0)
-                                     or step == outer["steps"] or stopped_early):
+                                     or last or stopped_early):
             checkpoint("last.pt", step)
-        if stopped_early:
+        if stopped_early or out_of_time:
             break
     bar.close()
     if log:
@@ -259,6 +261,7 @@ def run_experiment(config: dict | str, out_dir: str | os.PathLike | None = None,
         "best_val": best,
         "steps": step,
         "stopped_early": stopped_early,
+        "out_of_time": out_of_time,
         "meta_train_time_s": round(elapsed, 3),
         "test_time_s": round(test_time, 3),
         "wall_time_s": round(time.perf_counter() - wall_start, 3),

@@ -9,6 +9,7 @@ Python overhead; on a GPU vmap fills the device better.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import torch
@@ -16,7 +17,7 @@ from torch import Tensor, nn
 
 from autometa.errors import ConfigError
 
-BATCHING_MODES = ("auto", "loop", "vmap")
+BATCHING_MODES = ("auto", "loop", "vmap", "threads")
 
 
 def default_batching(model: nn.Module, device: torch.device | str) -> str:
@@ -42,9 +43,11 @@ def batched(task_fn: Callable[..., tuple[Tensor, dict[str, Tensor]]], shared, ta
     Returns:
         The per-task losses ``(B,)`` and metrics ``{name: (B,)}``, detached when ``backward``.
     """
-    if mode not in ("loop", "vmap"):
+    if mode not in ("loop", "vmap", "threads"):
         raise ConfigError(f"batching must be one of {BATCHING_MODES}. Got {mode!r}.")
     n = tasks[0].shape[0]
+    if mode == "threads":
+        return _threaded(task_fn, shared, tasks, backward)
     if mode == "vmap":
         losses, metrics = torch.func.vmap(task_fn, in_dims=(None,) + (0,) * len(tasks),
                                           randomness="different")(shared, *tasks)
@@ -63,3 +66,66 @@ def batched(task_fn: Callable[..., tuple[Tensor, dict[str, Tensor]]], shared, ta
         for k, v in task_metrics.items():
             metrics.setdefault(k, []).append(v)
     return torch.stack(losses), {k: torch.stack(v) for k, v in metrics.items()}
+
+
+def _threaded(task_fn, shared, tasks, backward: bool, workers: int | None = None):
+    """The loop, split over ``workers`` Python threads that each run one intra-op thread.
+
+    Task ``i`` goes to thread ``i % workers``; autograd releases the GIL inside operators, so
+    the threads run tasks concurrently. Each thread sums its tasks' gradients in task order
+    with ``torch.autograd.grad`` (no shared ``.grad`` is touched concurrently) and the
+    per-thread sums are added in thread order: the result is deterministic for a given
+    ``workers`` and equals the loop's up to float rounding.
+    """
+    n = tasks[0].shape[0]
+    workers = min(workers or torch.get_num_threads(), n)
+    leaves = {k: v for k, v in _leaves(shared).items() if v.requires_grad} if backward else {}
+    grad_enabled = torch.is_grad_enabled()
+    outputs: list = [None] * n
+    sums: list[dict[str, Tensor]] = [{} for _ in range(workers)]
+    errors: list[BaseException] = []
+
+    def run(worker: int) -> None:
+        torch.set_num_threads(1)
+        try:
+            with torch.set_grad_enabled(grad_enabled):
+                for i in range(worker, n, workers):
+                    loss, task_metrics = task_fn(shared, *(t[i] for t in tasks))
+                    if backward:
+                        names = list(leaves)
+                        grads = torch.autograd.grad(loss / n, [leaves[k] for k in names], allow_unused=True)
+                        for k, g in zip(names, grads):
+                            if g is not None:
+                                sums[worker][k] = sums[worker][k] + g if k in sums[worker] else g
+                        loss = loss.detach()
+                        task_metrics = {k: v.detach() for k, v in task_metrics.items()}
+                    outputs[i] = (loss, task_metrics)
+        except BaseException as error:  # re-raised in the calling thread
+            errors.append(error)
+
+    intra_op = torch.get_num_threads()
+    threads = [threading.Thread(target=run, args=(w,)) for w in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    torch.set_num_threads(intra_op)
+    if errors:
+        raise errors[0]
+    for k, leaf in leaves.items():
+        total = None
+        for part in sums:
+            if k in part:
+                total = part[k] if total is None else total + part[k]
+        if total is not None:
+            leaf.grad = total if leaf.grad is None else leaf.grad + total
+    losses = torch.stack([o[0] for o in outputs])
+    return losses, {k: torch.stack([o[1][k] for o in outputs]) for k in outputs[0][1]}
+
+
+def _leaves(shared) -> dict[str, Tensor]:
+    if isinstance(shared, Tensor):
+        return {"": shared}
+    if isinstance(shared, dict):
+        return {k: v for k, v in shared.items() if isinstance(v, Tensor)}
+    return {str(i): v for i, v in enumerate(shared) if isinstance(v, Tensor)}

@@ -23,7 +23,8 @@ def _lr_for(lr: LearningRate, name: str):
 
 
 def sgd_step(loss_fn: Callable[[Params], Tensor], params: Params, lr: LearningRate,
-             first_order: bool = False, adapt: Callable[[str], bool] | None = None) -> Params:
+             first_order: bool = False, adapt: Callable[[str], bool] | None = None,
+             use_autograd: bool = False) -> Params:
     """One step ``params - lr * grad(loss_fn)(params)``.
 
     Args:
@@ -33,9 +34,24 @@ def sgd_step(loss_fn: Callable[[Params], Tensor], params: Params, lr: LearningRa
             may themselves require grad.
         first_order: drop the second-order terms (the gradient is treated as a constant).
         adapt: which parameter names to update (ANIL adapts the head only); default all.
+        use_autograd: compute the gradient with ``torch.autograd.grad`` instead of
+            ``torch.func.grad``; needed inside activation checkpointing, whose saved-tensor
+            hooks ``torch.func`` does not support. Not usable under ``vmap``.
     """
     names = [n for n in params if adapt is None or adapt(n)]
-    grads = grad(lambda sub: loss_fn({**params, **sub}))({n: params[n] for n in names})
+    # outside torch.func transforms, plain autograd is used: it is thread-safe (the "threads"
+    # batching runs tasks concurrently; torch.func.grad is not) and builds no unused graph
+    # for first-order steps
+    if use_autograd or torch._C._functorch.peek_interpreter_stack() is None:
+        create_graph = not first_order and torch.is_grad_enabled()
+        values = [params[n] for n in names]
+        inputs = [v if create_graph and v.requires_grad else v.detach().requires_grad_(True) for v in values]
+        with torch.enable_grad():
+            loss = loss_fn({**params, **dict(zip(names, inputs))})
+            found = torch.autograd.grad(loss, inputs, create_graph=create_graph, allow_unused=True)
+        grads = {n: torch.zeros_like(v) if g is None else g for n, v, g in zip(names, values, found)}
+    else:
+        grads = grad(lambda sub: loss_fn({**params, **sub}))({n: params[n] for n in names})
     new = dict(params)
     for n in names:
         g = grads[n].detach() if first_order else grads[n]
@@ -74,4 +90,5 @@ def inner_sgd(loss_fn: Callable[[Params], Tensor], params: Params, steps: int, l
         outer = mse(model_fn(adapted, xq), yq)
         outer.backward()
     """
-    return unroll(lambda p: sgd_step(loss_fn, p, lr, first_order, adapt), params, steps, checkpoint)
+    return unroll(lambda p: sgd_step(loss_fn, p, lr, first_order, adapt, use_autograd=checkpoint),
+                  params, steps, checkpoint)

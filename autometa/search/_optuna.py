@@ -24,7 +24,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from autometa.errors import ConfigError, UnsupportedFeatureError
+from autometa.errors import BackendUnavailableError, ConfigError, UnsupportedFeatureError
 from autometa.search._common import Settings, TrialPruned, error_text
 from autometa.search._result import SearchResult, TrialRecord
 from autometa.search._space import Param, SearchSpace
@@ -93,6 +93,10 @@ def make_sampler(settings: Settings, space: SearchSpace, seed: int | None):
             options.setdefault("multivariate", True)
         return optuna.samplers.TPESampler(seed=seed, **options)
     if name == "cmaes":
+        try:
+            import cmaes  # noqa: F401 - Optuna's CMA-ES sampler needs it and fails late without it
+        except ImportError as exc:
+            raise BackendUnavailableError("sampler='cmaes' needs the cmaes package: pip install cmaes") from exc
         return optuna.samplers.CmaEsSampler(seed=seed, **options)
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed, **options)
