@@ -43,8 +43,15 @@ _LARGE_NEGATIVE = -1e30
 # ----------------------------------------------------------------------------- episode helpers
 
 def _is_transformed(tensor: Tensor) -> bool:
-    """True inside ``vmap`` (or another functorch transform), where data cannot steer shapes."""
-    return torch._C._functorch.is_functorch_wrapped_tensor(tensor)
+    """True when ``tensor`` is seen through ``vmap`` (possibly under grad transforms), where
+    its values cannot decide a shape."""
+    from torch._C._functorch import get_unwrapped, is_batchedtensor, is_functorch_wrapped_tensor
+
+    while is_functorch_wrapped_tensor(tensor):
+        if is_batchedtensor(tensor):
+            return True
+        tensor = get_unwrapped(tensor)
+    return False
 
 
 def check_support_labels(owner: str, support_y: Tensor) -> tuple[int, int]:
