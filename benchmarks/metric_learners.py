@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/metric_learners.py throughput [--reps 3] [--json benchmarks/metric_throughput.json]
     python benchmarks/metric_learners.py zeroshot [--steps 600] [--json benchmarks/metric_zeroshot.json]
+    python benchmarks/metric_learners.py evaluate CONFIG CHECKPOINT [--set tasks.ways=20 ...]
 
 ``throughput``: meta-training episodes/s (``meta_backward`` + Adam step, one episode per step)
 and evaluation episodes/s (``evaluate`` on batches of 10) of every metric learner on Omniglot
@@ -18,6 +19,10 @@ in the same run and the achieved FLOP/s (FLOPs counted by ``torch.utils.flop_cou
 code, 5-way episodes over the 7 training digits, MNIST training images) and tests it on 600
 3-way episodes of the held-out digits 2, 7, 9 (MNIST test images), against chance (1/3) and
 the untrained network. Prints and writes mean ± 95% CI.
+
+``evaluate``: tests a trained checkpoint (``checkpoints/best.pt`` of a run) on 600 test
+episodes of the config with overrides, e.g. a ProtoNet trained on 60-way episodes tested at
+20 ways, which ``autometa run --resume`` refuses (the tasks differ from the run's).
 
 Needs ``AUTOMETA_DATA`` pointing at omniglot.npz / mnist.npz. Never asserts a time.
 """
@@ -149,9 +154,31 @@ def zeroshot(steps: int, test_tasks: int, seed: int = 0) -> dict:
     return result
 
 
+def evaluate_checkpoint(config_path: str, checkpoint: str, overrides: list[str], test_tasks: int) -> dict:
+    from autometa.experiment import build_experiment, load_checkpoint, load_config
+
+    config = load_config(config_path, overrides)
+    torch.set_num_threads(int(config["run"]["threads"] or 1))
+    exp = build_experiment(config)
+    exp.learner.load_state_dict(load_checkpoint(checkpoint)["learner"])
+    c0, w0 = time.process_time(), time.perf_counter()
+    test = evaluate(exp.learner, exp.test, test_tasks, config["run"]["eval_batch"], config["run"]["test_seed"])
+    acc = test["accuracy"]
+    result = {"config": config_path, "checkpoint": checkpoint, "overrides": overrides, "tasks": config["tasks"],
+              "accuracy": {k: acc[k] for k in ("mean", "ci95", "n")}, "eval_cpu_s": time.process_time() - c0,
+              "eval_wall_s": time.perf_counter() - w0}
+    print(f"{config['tasks'].get('ways')}-way {config['tasks'].get('shots')}-shot test accuracy "
+          f"{100 * acc['mean']:.2f} ± {100 * acc['ci95']:.2f}% over {acc['n']} episodes "
+          f"({result['eval_cpu_s']:.0f} s CPU, {result['eval_wall_s']:.0f} s wall)")
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["throughput", "zeroshot"])
+    parser.add_argument("what", choices=["throughput", "zeroshot", "evaluate"])
+    parser.add_argument("config", nargs="?", help="evaluate: the run's config")
+    parser.add_argument("checkpoint", nargs="?", help="evaluate: e.g. RUN/checkpoints/best.pt")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--train-episodes", type=int, default=3)
     parser.add_argument("--eval-episodes", type=int, default=10)
@@ -163,8 +190,12 @@ def main() -> None:
                "threads": 1}
     if args.what == "throughput":
         out = {"machine": machine, "rows": throughput(args.reps, args.train_episodes, args.eval_episodes)}
-    else:
+    elif args.what == "zeroshot":
         out = {"machine": machine, **zeroshot(args.steps, args.test_tasks)}
+    else:
+        if not (args.config and args.checkpoint):
+            parser.error("evaluate needs CONFIG and CHECKPOINT")
+        out = {"machine": machine, **evaluate_checkpoint(args.config, args.checkpoint, args.set, args.test_tasks)}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)
