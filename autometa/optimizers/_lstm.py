@@ -75,7 +75,8 @@ class LSTMOptimizer(nn.Module):
     References: Andrychowicz et al. 2016, "Learning to learn by gradient descent by gradient descent".
     """
 
-    SPACE: ClassVar[dict] = {"hidden_size": {"int": [5, 64]}, "output_scale": {"float": [0.01, 1.0], "log": True}}
+    SPACE: ClassVar[dict] = {"hidden_size": {"int": [5, 64]},
+                             "output_scale": {"float": [0.01, 1.0], "log": True}}
 
     def __init__(self, hidden_size: int = 20, num_layers: int = 2, preprocess: float | None = 10.0,
                  output_scale: float = 0.1, check_finite: bool = True):
@@ -84,9 +85,11 @@ class LSTMOptimizer(nn.Module):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"The `{name}` of LSTMOptimizer must be an integer >= 1. Got {value!r}.")
         if preprocess is not None and not (isinstance(preprocess, (int, float)) and preprocess > 0):
-            raise ConfigError(f"The `preprocess` of LSTMOptimizer must be a float > 0 or None. Got {preprocess!r}.")
+            raise ConfigError(f"The `preprocess` of LSTMOptimizer must be a float > 0 or None. "
+                              f"Got {preprocess!r}.")
         if not (isinstance(output_scale, (int, float)) and output_scale > 0):
-            raise ConfigError(f"The `output_scale` of LSTMOptimizer must be a float > 0. Got {output_scale!r}.")
+            raise ConfigError(f"The `output_scale` of LSTMOptimizer must be a float > 0. "
+                              f"Got {output_scale!r}.")
         self.hidden_size, self.num_layers = hidden_size, num_layers
         self.preprocess, self.output_scale = preprocess, float(output_scale)
         self.check_finite = bool(check_finite)
@@ -116,8 +119,9 @@ class LSTMOptimizer(nn.Module):
         count = sum(p.numel() for p in params.values())
         state = {"step": torch.zeros((), dtype=torch.long)}
         for i in range(self.num_layers):
-            state[f"h{i}"] = torch.zeros(count, self.hidden_size, dtype=reference.dtype, device=reference.device)
-            state[f"c{i}"] = torch.zeros(count, self.hidden_size, dtype=reference.dtype, device=reference.device)
+            for kind in ("h", "c"):
+                state[f"{kind}{i}"] = torch.zeros(count, self.hidden_size, dtype=reference.dtype,
+                                                  device=reference.device)
         return state
 
     def update(self, grads: Params, state: State, params: Params) -> tuple[Params, State]:
@@ -245,8 +249,9 @@ def truncated_unrolls(optimizer, problem, horizon: int, unroll_length: int, seco
     params = problem.init_params()
     state = optimizer.init(params)
     for start in range(0, horizon, unroll_length):
-        meta_loss, params, state, losses = unroll(optimizer, problem, params, state, start,
-                                                  min(unroll_length, horizon - start), second_order=second_order)
+        length = min(unroll_length, horizon - start)
+        meta_loss, params, state, losses = unroll(optimizer, problem, params, state, start, length,
+                                                  second_order=second_order)
         yield meta_loss, losses
         # truncation boundary
         params, state = _detached(params), _detached(state)

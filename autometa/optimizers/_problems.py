@@ -156,7 +156,8 @@ class MLPFamily:
     def __init__(self, dataset: ArrayDataset, hidden: Sequence[int] = (20,), activation: str = "sigmoid",
                  batch_size: int = 128):
         if activation not in _ACTIVATIONS:
-            raise ConfigError(f"MLPFamily activation must be one of {sorted(_ACTIVATIONS)}. Got {activation!r}.")
+            raise ConfigError(f"MLPFamily activation must be one of {sorted(_ACTIVATIONS)}. "
+                              f"Got {activation!r}.")
         hidden = tuple(hidden)
         for width in hidden:
             _positive_int("MLPFamily", "hidden", width)
@@ -175,7 +176,8 @@ class MLPFamily:
         for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
             # nn.Linear's default initialisation, drawn from the explicit generator
             bound = 1.0 / math.sqrt(fan_in)
-            init[f"layer{i}.weight"] = (torch.rand(num_tasks, fan_in, fan_out, generator=generator) * 2 - 1) * bound
-            init[f"layer{i}.bias"] = (torch.rand(num_tasks, 1, fan_out, generator=generator) * 2 - 1) * bound
-        indices = torch.randint(len(self.labels), (horizon + 1, num_tasks, self.batch_size), generator=generator)
+            for kind, shape in (("weight", (num_tasks, fan_in, fan_out)), ("bias", (num_tasks, 1, fan_out))):
+                init[f"layer{i}.{kind}"] = (torch.rand(shape, generator=generator) * 2 - 1) * bound
+        shape = (horizon + 1, num_tasks, self.batch_size)
+        indices = torch.randint(len(self.labels), shape, generator=generator)
         return MLPProblem(self.inputs, self.labels, indices, init, self.activation)

@@ -7,14 +7,17 @@ from autometa.optimizers import HANDCRAFTED, SGD, Adam, Momentum, Nesterov, RMSp
 # (functional rule, equivalent torch.optim constructor)
 CASES = {
     "sgd": (lambda: SGD(lr=0.05), lambda p: torch.optim.SGD(p, lr=0.05)),
-    "sgd_wd": (lambda: SGD(lr=0.05, weight_decay=0.1), lambda p: torch.optim.SGD(p, lr=0.05, weight_decay=0.1)),
+    "sgd_wd": (lambda: SGD(lr=0.05, weight_decay=0.1),
+               lambda p: torch.optim.SGD(p, lr=0.05, weight_decay=0.1)),
     "momentum": (lambda: Momentum(lr=0.02, momentum=0.8),
                  lambda p: torch.optim.SGD(p, lr=0.02, momentum=0.8)),
     "nesterov": (lambda: Nesterov(lr=0.02, momentum=0.9, weight_decay=0.01),
                  lambda p: torch.optim.SGD(p, lr=0.02, momentum=0.9, nesterov=True, weight_decay=0.01)),
     "rmsprop": (lambda: RMSprop(lr=0.01, alpha=0.9), lambda p: torch.optim.RMSprop(p, lr=0.01, alpha=0.9)),
-    "adam": (lambda: Adam(lr=0.03, betas=(0.8, 0.99)), lambda p: torch.optim.Adam(p, lr=0.03, betas=(0.8, 0.99))),
-    "adam_wd": (lambda: Adam(lr=0.03, weight_decay=0.05), lambda p: torch.optim.Adam(p, lr=0.03, weight_decay=0.05)),
+    "adam": (lambda: Adam(lr=0.03, betas=(0.8, 0.99)),
+             lambda p: torch.optim.Adam(p, lr=0.03, betas=(0.8, 0.99))),
+    "adam_wd": (lambda: Adam(lr=0.03, weight_decay=0.05),
+                lambda p: torch.optim.Adam(p, lr=0.03, weight_decay=0.05)),
 }
 
 

@@ -15,7 +15,8 @@ def tiny_tasks(n=3, dtype=torch.float32, seed=0):
     gen = torch.Generator().manual_seed(seed)
     sx = torch.randn(n, 6, 4, generator=gen, dtype=dtype)
     qx = torch.randn(n, 9, 4, generator=gen, dtype=dtype)
-    return TaskBatch(sx, torch.arange(6).remainder(3).repeat(n, 1), qx, torch.arange(9).remainder(3).repeat(n, 1))
+    sy, qy = torch.arange(6).remainder(3).repeat(n, 1), torch.arange(9).remainder(3).repeat(n, 1)
+    return TaskBatch(sx, sy, qx, qy)
 
 
 def learner(seed=0, dtype=torch.float32, **kwargs):
@@ -57,8 +58,10 @@ def reference_query_loss(model: MetaLearnerLSTM, sx, sy, qx, qy, steps):
         i, f, g, o = gates.chunk(4, dim=1)
         m = torch.sigmoid(f) * m + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(m)
-        f_prev = torch.sigmoid(torch.cat([h, c[:, None], f_prev[:, None]], -1) @ w["forget_weight"] + w["forget_bias"])
-        i_prev = torch.sigmoid(torch.cat([h, c[:, None], i_prev[:, None]], -1) @ w["input_weight"] + w["input_bias"])
+        f_prev = torch.sigmoid(torch.cat([h, c[:, None], f_prev[:, None]], -1) @ w["forget_weight"]
+                               + w["forget_bias"])
+        i_prev = torch.sigmoid(torch.cat([h, c[:, None], i_prev[:, None]], -1) @ w["input_weight"]
+                               + w["input_bias"])
         c = f_prev * c - i_prev * grad
     return net_loss(c, qx, qy)
 
@@ -84,7 +87,8 @@ def test_adaptation_lowers_the_support_loss_and_evaluate_builds_no_graph():
     meta = model.meta_params()
     before = model.loss_fn(model.model(batch.support_x[0]), batch.support_y[0])
     adapted = model.adapt(meta, batch.support_x[0], batch.support_y[0], steps=4)
-    after = model.loss_fn(torch.func.functional_call(model.model, adapted, (batch.support_x[0],)), batch.support_y[0])
+    outputs = torch.func.functional_call(model.model, adapted, (batch.support_x[0],))
+    after = model.loss_fn(outputs, batch.support_y[0])
     assert after < before
     metrics = model.evaluate(tiny_tasks(3))
     assert metrics["accuracy"].shape == (3,) and not metrics["loss"].requires_grad
