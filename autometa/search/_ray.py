@@ -65,7 +65,7 @@ class RayTrial(Trial):
             self.checkpoint = checkpoint.to_directory()
 
     def _report(self, value, step, checkpoint):
-        metrics = {"autometa_state": "running", "autometa_step": step}
+        metrics = {"autometa_state": "running", "autometa_step": step, "autometa_user_attrs": dict(self.user_attrs)}
         if not self.multi_objective:
             metrics[self._metric_names[0]] = value
         saved = tune.Checkpoint.from_directory(checkpoint) if checkpoint is not None else None
