@@ -359,7 +359,7 @@ def test_official_sources_are_well_formed():
         assert remote.size > 0 and len(remote.urls) >= 2
         for url in remote.urls:
             assert url.endswith("/" + remote.name)
-            assert url.startswith("https://") or url.startswith("http://fashion-mnist.s3-website")
+            assert url.startswith(("https://", "http://fashion-mnist.s3-website"))
     assert [r.name for r in OMNIGLOT_FILES] == ["images_background.zip", "images_evaluation.zip"]
     assert all("brendenlake/omniglot" in url for r in OMNIGLOT_FILES for url in r.urls)
     assert [r.name for r in MNIST_FILES] == [r.name for r in FASHION_MNIST_FILES]
