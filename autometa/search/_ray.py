@@ -8,20 +8,23 @@ Where Ray runs:
 - No ``address``: a local Ray is started for the search (``num_cpus`` CPUs, a 128 MB object
   store, dashboard off) and shut down afterwards; an already initialized Ray is reused and left
   running.
-- ``address="host:port"`` (or ``"auto"``): an existing cluster. Clusters started with
-  ``ray start`` on Ray >= 2.59 use token authentication. The driver finds the token in
-  ``$RAY_AUTH_TOKEN``, in the file ``$RAY_AUTH_TOKEN_PATH``, or in ``~/.ray/auth_token``
-  (written by ``ray start --head`` on that machine). From another machine, copy the token:
-  ``export RAY_AUTH_TOKEN=$(ssh head cat ~/.ray/auth_token)``, or pass ``auth_token=...``
-  (set as ``RAY_AUTH_TOKEN`` for this process). A missing or wrong token raises a
-  :class:`ConfigError` that says this.
+- ``address="host:port"`` (or ``"auto"``): an existing cluster. Ray >= 2.59 has token
+  authentication: with ``RAY_AUTH_MODE=token`` (Ray 2.60 warns and leaves it off otherwise),
+  ``ray get-auth-token --generate`` writes ``~/.ray/auth_token`` and every ``ray start`` and
+  driver must present that token. The driver finds it in ``$RAY_AUTH_TOKEN``, in the file
+  ``$RAY_AUTH_TOKEN_PATH``, or in ``~/.ray/auth_token`` (present on the head machine). From
+  another machine, copy it: ``export RAY_AUTH_TOKEN=$(ssh head cat ~/.ray/auth_token)``, or pass
+  ``auth_token=...`` (CLI ``--auth-token``; set as ``RAY_AUTH_TOKEN`` while connecting). A
+  missing or wrong token raises a :class:`ConfigError` that says this. The driver also needs
+  the ``RAY_AUTH_MODE=token`` setting of the cluster in its environment.
 
 Searchers: ``tpe`` (Optuna's TPE through ``ray.tune.search.optuna.OptunaSearch``, define-by-run,
 so conditional spaces and several objectives work) and ``random`` (Ray's variant generator;
 for conditional spaces every parameter is drawn and inactive ones are dropped inside the
 trial). Schedulers: ``asha``, ``hyperband`` (stop poor trials after ``trial.report``), ``pbt``
 (exploits and mutates running trials; the objective must ``report(..., checkpoint=dir)`` and
-start from ``trial.last_checkpoint()``). Resources per trial: ``resources={"cpu": 1,
+start from ``trial.last_checkpoint()``; ``seed`` fixes the initial samples, while Ray's PBT draws
+its mutations from Python's global ``random``). Resources per trial: ``resources={"cpu": 1,
 "gpu": 0.5}`` (fractional GPUs share a device). Failed trials are retried ``max_retries`` times
 (``FailureConfig(max_failures=...)``), from their last checkpoint when there is one.
 
@@ -183,7 +186,6 @@ def _scheduler(settings: Settings, space: SearchSpace):
     from ray.tune.schedulers import PopulationBasedTraining
 
     options.setdefault("hyperparam_mutations", to_ray_space(space))
-    options.setdefault("seed", settings.seed)
     return PopulationBasedTraining(time_attr="training_iteration", **options)
 
 
