@@ -39,7 +39,8 @@ DEFAULTS: dict = {
         "threads": None,          # torch intra-op threads; None leaves torch's default
         "device": "cpu",
         "progress": True,
-        "time_budget_s": 0,       # stop meta-training after this much meta-training time; 0: none
+        "time_budget_s": 0,
+        "count_flops": False,     # count the FLOPs of one meta-step and one test task       # stop meta-training after this much meta-training time; 0: none
         "val_seed": 1234,
         "test_seed": 4321,
     },
@@ -50,7 +51,7 @@ RESUMABLE_CHANGES = {"outer.steps", "run.progress", "run.threads", "run.checkpoi
 
 _NUMBERS = {
     # key: (type, minimum, strict)
-    "outer.lr": (float, 0.0, True), "outer.meta_batch": (int, 1, False), "outer.steps": (int, 1, False),
+    "outer.lr": (float, 0.0, True), "outer.meta_batch": (int, 1, False), "outer.steps": (int, 0, False),
     "outer.lr_decay": (float, 0.0, True), "outer.lr_decay_every": (int, 0, False),
     "outer.clip_grad": (float, 0.0, False), "outer.weight_decay": (float, 0.0, False),
     "run.validate_every": (int, 0, False), "run.val_tasks": (int, 1, False),

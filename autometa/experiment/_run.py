@@ -9,6 +9,7 @@ resumed run reaches the same numbers as an uninterrupted one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -75,7 +76,10 @@ def build_experiment(config: dict) -> Experiment:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(config["seed"])
                 model = build_net(config["model"], train.input_shape, train.num_outputs if head else None)
-                learner = build_learner(config["learner"], model, train.kind)
+                spec = dict(config["learner"])
+                if getattr(cls, "NEEDS_NUM_CLASSES", False) and train.kind == "classification":
+                    spec["num_classes"] = train.num_classes
+                learner = build_learner(spec, model, train.kind)
         except AutometaError as exc:
             problems.append(f"model/learner: {exc}")
     if problems:
@@ -88,18 +92,31 @@ def evaluate(learner: Learner, tasks: TaskDistribution, count: int, batch_size: 
     """Per-task query metrics of ``count`` tasks drawn from ``seed``, as mean ± 95% CI.
 
     Returns ``{metric: {"mean", "ci95", "std", "n"}}`` plus ``"values": {metric: [...]}`` with the
-    per-task numbers (used for paired comparisons).
+    per-task numbers (used for paired comparisons) and ``"digest"``, a hash of the tasks' data
+    that shows two evaluations saw identical tasks.
     """
     from tqdm.auto import tqdm
 
     values: dict[str, list] = {}
+    digest = hashlib.sha1()
     bar = tqdm(total=count, desc=desc, leave=False, disable=not progress)
     for batch in tasks.episodes(count, batch_size, seed):
+        for tensor in batch.tensors:
+            digest.update(tensor.numpy().tobytes())
         for k, v in learner.evaluate(batch.to(device)).items():
             values.setdefault(k, []).extend(v.cpu().tolist())
         bar.update(len(batch))
     bar.close()
-    return {**{k: mean_ci(v) for k, v in values.items()}, "values": values}
+    return {**{k: mean_ci(v) for k, v in values.items()}, "values": values, "digest": digest.hexdigest()}
+
+
+def count_flops(fn, *args):
+    """``(fn(*args), floating-point operations it performed)`` by ``torch.utils.flop_counter``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        result = fn(*args)
+    return result, int(counter.get_total_flops())
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -169,29 +186,34 @@ def run_experiment(config: dict | str, out_dir: str | os.PathLike | None = None,
         torch.set_num_threads(int(run["threads"]))
     device = run["device"]
     learner = exp.learner.to(device)
-    opt_cls = torch.optim.Adam if outer["optimizer"] == "adam" else torch.optim.SGD
-    optimizer = opt_cls(learner.parameters(), lr=outer["lr"], weight_decay=outer["weight_decay"])
-    decay_every = outer["lr_decay_every"] or 10**12
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, decay_every, gamma=outer["lr_decay"])
+    trainable = [p for p in learner.parameters() if p.requires_grad]
+    total_steps = outer["steps"] if trainable else 0  # a rule with nothing to learn is only tested
+    optimizer = scheduler = None
+    if trainable:
+        opt_cls = torch.optim.Adam if outer["optimizer"] == "adam" else torch.optim.SGD
+        optimizer = opt_cls(trainable, lr=outer["lr"], weight_decay=outer["weight_decay"])
+        decay_every = outer["lr_decay_every"] or 10**12
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, decay_every, gamma=outer["lr_decay"])
     generator = torch.Generator().manual_seed(config["seed"])
     metric, mode = exp.selection_metric
     better = (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
     start, best, elapsed = 0, None, 0.0
 
-    if out is not None:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-        _atomic_write(out / "versions.json", json.dumps(versions(), indent=2))
-    if resume:
+    if resume:  # read the checkpoint before writing anything, so a damaged one loses nothing
         state = load_checkpoint(ckpt_dir / "last.pt")
         learner.load_state_dict(state["learner"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        if optimizer is not None:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])
         start, best, elapsed = state["step"], state["best"], state["elapsed"]
         lines = (out / "metrics.jsonl").read_text().splitlines() if (out / "metrics.jsonl").exists() else []
         kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= start]
         _atomic_write(out / "metrics.jsonl", "".join(ln + "\n" for ln in kept))
+    if out is not None:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        _atomic_write(out / "versions.json", json.dumps(versions(), indent=2))
     log = open(out / "metrics.jsonl", "a") if out else None
 
     def record(entry: dict) -> None:
@@ -203,20 +225,24 @@ def run_experiment(config: dict | str, out_dir: str | os.PathLike | None = None,
         if ckpt_dir is None:
             return
         _save_checkpoint(ckpt_dir / name, {
-            "learner": learner.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+            "learner": learner.state_dict(), "optimizer": optimizer.state_dict() if optimizer else {},
+            "scheduler": scheduler.state_dict() if scheduler else {}, "generator": generator.get_state(),
             "step": step, "best": best, "elapsed": elapsed,
         })
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=outer["steps"], initial=start, desc="meta-train", disable=not run["progress"], dynamic_ncols=True)
+    flops = {"meta_step": None, "per_test_task": None}
+    bar = tqdm(total=total_steps, initial=start, desc="meta-train", disable=not run["progress"], dynamic_ncols=True)
     stopped_early, out_of_time, step = False, False, start
     t_last = time.perf_counter()
-    for step in range(start + 1, outer["steps"] + 1):
+    for step in range(start + 1, total_steps + 1):
         batch = exp.train.sample(outer["meta_batch"], generator).to(device)
         optimizer.zero_grad(set_to_none=True)
-        train_metrics = learner.meta_backward(batch)
+        if run["count_flops"] and flops["meta_step"] is None:
+            train_metrics, flops["meta_step"] = count_flops(learner.meta_backward, batch)
+        else:
+            train_metrics = learner.meta_backward(batch)
         if outer["clip_grad"]:
             torch.nn.utils.clip_grad_norm_(learner.parameters(), outer["clip_grad"])
         optimizer.step()
@@ -226,14 +252,14 @@ def run_experiment(config: dict | str, out_dir: str | os.PathLike | None = None,
         t_last = now
         bar.update(1)
         out_of_time = bool(run["time_budget_s"]) and elapsed >= run["time_budget_s"]
-        last = step == outer["steps"] or out_of_time
+        last = step == total_steps or out_of_time
         if step % run["log_every"] == 0 or last:
             record({"step": step, "time_s": round(elapsed, 3), **{f"train_{k}": v for k, v in train_metrics.items()}})
             bar.set_postfix({k: f"{v:.3f}" for k, v in train_metrics.items()}, refresh=False)
         if exp.val is not None and (step % run["validate_every"] == 0 or last):
             val = evaluate(learner, exp.val, run["val_tasks"], run["eval_batch"], run["val_seed"], device)
             entry = {"step": step, "time_s": round(elapsed, 3),
-                     **{f"val_{k}": v["mean"] for k, v in val.items() if k != "values"}}
+                     **{f"val_{k}": v["mean"] for k, v in val.items() if k not in ("values", "digest")}}
             record(entry)
             if best is None or better(entry[f"val_{metric}"], best["value"]):
                 best = {"step": step, "value": entry[f"val_{metric}"], "metric": metric}
@@ -256,8 +282,11 @@ def run_experiment(config: dict | str, out_dir: str | os.PathLike | None = None,
     test = evaluate(learner, exp.test, run["test_tasks"], run["eval_batch"], run["test_seed"], device,
                     progress=run["progress"], desc="test")
     test_time = time.perf_counter() - t0
+    if run["count_flops"]:
+        one = next(exp.test.episodes(1, 1, run["test_seed"])).to(device)
+        flops["per_test_task"] = count_flops(learner.evaluate, one)[1]
     results = {
-        "test": {k: v for k, v in test.items() if k != "values"},
+        "test": {k: v for k, v in test.items() if k not in ("values", "digest")},
         "best_val": best,
         "steps": step,
         "stopped_early": stopped_early,
@@ -265,6 +294,9 @@ def run_experiment(config: dict | str, out_dir: str | os.PathLike | None = None,
         "meta_train_time_s": round(elapsed, 3),
         "test_time_s": round(test_time, 3),
         "wall_time_s": round(time.perf_counter() - wall_start, 3),
+        "adaptation_time_per_task_s": round(test_time / max(run["test_tasks"], 1), 6),
+        "flops": flops,
+        "test_tasks_digest": test["digest"],
         "device": str(device),
         "threads": torch.get_num_threads(),
     }

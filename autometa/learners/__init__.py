@@ -5,6 +5,7 @@ All share :class:`Learner`: ``meta_backward(batch)`` during meta-training and
 """
 
 from autometa.learners._base import Learner, query_metrics, task_loss_fn
+from autometa.learners._baselines import NearestNeighbor, Pretrained
 from autometa.learners._gradient import ANIL, FOMAML, MAML, MetaSGD, Reptile, iMAML
 from autometa.learners._metric import (
     ClassAttributeTasks, GraphNet, MatchingNet, MetricLearner, ProtoNet, RelationNet, SiameseNet,
@@ -14,6 +15,6 @@ from autometa.learners._registry import LEARNERS, build_learner, register_learne
 
 __all__ = [
     "Learner", "query_metrics", "task_loss_fn", "ANIL", "FOMAML", "MAML", "MetaSGD", "Reptile",
-    "iMAML", "LEARNERS", "build_learner", "register_learner", "MetricLearner", "ProtoNet", "MatchingNet",
+    "iMAML", "NearestNeighbor", "Pretrained", "LEARNERS", "build_learner", "register_learner", "MetricLearner", "ProtoNet", "MatchingNet",
     "RelationNet", "SiameseNet", "GraphNet", "ZeroShotProtoNet", "ClassAttributeTasks", "seven_segment_mnist",
 ]

@@ -8,12 +8,13 @@ from torch import nn
 
 from autometa.errors import ConfigError
 from autometa.learners._base import Learner
+from autometa.learners._baselines import NearestNeighbor, Pretrained
 from autometa.learners._gradient import ANIL, FOMAML, MAML, MetaSGD, Reptile, iMAML
 from autometa.learners._metric import GraphNet, MatchingNet, ProtoNet, RelationNet, SiameseNet, ZeroShotProtoNet
 
 LEARNERS: dict[str, type[Learner]] = {
     "maml": MAML, "fomaml": FOMAML, "anil": ANIL, "metasgd": MetaSGD, "reptile": Reptile,
-    "imaml": iMAML,
+    "imaml": iMAML, "pretrained": Pretrained, "nearest_neighbor": NearestNeighbor,
     "protonet": ProtoNet, "matchingnet": MatchingNet, "relationnet": RelationNet, "siamese": SiameseNet,
     "graphnet": GraphNet, "zeroshot_protonet": ZeroShotProtoNet,
 }

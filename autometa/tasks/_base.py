@@ -16,7 +16,8 @@ class TaskBatch:
     Classification: ``support_x (B, ways*shots, C, H, W)``, ``support_y (B, ways*shots)`` long
     labels in ``0..ways-1``; the same for the query set. Regression: ``x (B, n, d_in)``,
     ``y (B, n, d_out)``. ``info`` holds per-task tensors describing the task (e.g. the sinusoid's
-    amplitude and phase, or the classes it was drawn from).
+    amplitude and phase; for classification ``classes`` and ``rotations``, the dataset class
+    behind each episode label, and ``class_index``, its index among the split's classes).
     """
 
     support_x: Tensor

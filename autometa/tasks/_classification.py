@@ -94,7 +94,7 @@ class FewShotClassification(TaskDistribution):
         return TaskBatch(
             x[:, :, :k].reshape(b, w * k, *shape), y[:, :, :k].reshape(b, w * k),
             x[:, :, k:].reshape(b, w * q, *shape), y[:, :, k:].reshape(b, w * q),
-            {"classes": self._classes[cls], "rotations": rot},
+            {"classes": self._classes[cls], "rotations": rot, "class_index": pick},
         )
 
 

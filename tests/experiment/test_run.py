@@ -82,7 +82,7 @@ def test_resume_with_a_different_config_is_refused(tmp_path):
 
 
 def test_invalid_config_reports_every_problem_at_once():
-    bad = {**SINE, "outer": {"lr": -1, "steps": 0, "optimizr": "adam"}, "run": {"val_tasks": "many"},
+    bad = {**SINE, "outer": {"lr": -1, "steps": -1, "optimizr": "adam"}, "run": {"val_tasks": "many"},
            "tasks": {"shots": 5}}
     with pytest.raises(ConfigError) as info:
         load_config(bad)
