@@ -235,10 +235,10 @@ def _download_one(url: str, dest: Path, remote: RemoteFile, timeout: float, prog
                     bar.update(len(chunk))
             out.flush()
             os.fsync(out.fileno())
-        got = {"size": size, "sha256": sha256.hexdigest(), "md5": md5.hexdigest()}
         if size > remote.size:
-            got["size"] = f"more than {remote.size}"
-        wrong = _mismatches(got, remote)
+            wrong = [f"it has more than the expected {remote.size} bytes"]
+        else:
+            wrong = _mismatches({"size": size, "sha256": sha256.hexdigest(), "md5": md5.hexdigest()}, remote)
         if wrong:
             raise DataIntegrityError(
                 f"The file downloaded from {url} is not the official {remote.name}: "

@@ -84,6 +84,17 @@ def omniglot_zips(tmp_path_factory, omniglot_arrays, omniglot_rows) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def evaluation_zip(tmp_path_factory) -> Path:
+    """A one-image zip in the official layout, made without the offline data."""
+    path = tmp_path_factory.mktemp("tiny") / "images_evaluation.zip"
+    bits = np.ones((105, 105), bool)
+    bits[40:60, 50:53] = False  # a stroke of ink
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("images_evaluation/Angelic/character01/0965_01.png", _png_bytes(bits))
+    return path
+
+
 def _remote_for(path: Path, name: str | None = None, **override) -> RemoteFile:
     digests = file_digests(path)
     fields = {"name": name or path.name, "urls": (path.as_uri(),), **digests, **override}
@@ -150,14 +161,14 @@ def _zip_with(path: Path, entries: dict) -> Path:
     ({"images_background/Latin/character01/0683_01.png": b"not a png"}, "could not be read as a PNG"),
     ({"images_background/readme.txt": b"hi"}, "holds no Omniglot PNG images"),
 ])
-def test_omniglot_zip_with_bad_content_is_rejected(tmp_path, omniglot_zips, entries, match):
+def test_omniglot_zip_with_bad_content_is_rejected(tmp_path, evaluation_zip, entries, match):
     bad = _zip_with(tmp_path / "bad.zip", entries)
     with pytest.raises(DataIntegrityError, match=match):
-        convert_omniglot_zips(bad, omniglot_zips / "images_evaluation.zip", tmp_path / "o.npz")
+        convert_omniglot_zips(bad, evaluation_zip, tmp_path / "o.npz")
     assert not (tmp_path / "o.npz").exists()
 
 
-def test_omniglot_image_checks_size_and_binary(tmp_path, omniglot_zips):
+def test_omniglot_image_checks_size_and_binary(tmp_path, evaluation_zip):
     small = io.BytesIO()
     Image.new("1", (28, 28), 1).save(small, format="PNG")
     gray = io.BytesIO()
@@ -165,7 +176,7 @@ def test_omniglot_image_checks_size_and_binary(tmp_path, omniglot_zips):
     for data, match in ((small.getvalue(), "is 28x28 pixels"), (gray.getvalue(), "not a black-and-white")):
         bad = _zip_with(tmp_path / "bad.zip", {"images_background/Latin/character01/0683_01.png": data})
         with pytest.raises(DataIntegrityError, match=match):
-            convert_omniglot_zips(bad, omniglot_zips / "images_evaluation.zip", tmp_path / "o.npz")
+            convert_omniglot_zips(bad, evaluation_zip, tmp_path / "o.npz")
 
 
 def test_omniglot_ids_must_be_consistent(tmp_path):
@@ -181,18 +192,16 @@ def test_omniglot_ids_must_be_consistent(tmp_path):
             convert_omniglot_zips(bad, evaluation, tmp_path / "o.npz")
 
 
-def test_not_a_zip_file_is_rejected(tmp_path, omniglot_zips):
+def test_not_a_zip_file_is_rejected(tmp_path, evaluation_zip):
     (tmp_path / "images_background.zip").write_bytes(b"<html>rate limited</html>")
     with pytest.raises(DataIntegrityError, match="could not be opened as a zip file"):
-        convert_omniglot_zips(tmp_path / "images_background.zip", omniglot_zips / "images_evaluation.zip",
-                              tmp_path / "o.npz")
+        convert_omniglot_zips(tmp_path / "images_background.zip", evaluation_zip, tmp_path / "o.npz")
 
 
-def test_missing_pillow_says_how_to_install_it(tmp_path, omniglot_zips, monkeypatch):
+def test_missing_pillow_says_how_to_install_it(tmp_path, evaluation_zip, monkeypatch):
     monkeypatch.setitem(sys.modules, "PIL", None)  # makes `from PIL import Image` fail
     with pytest.raises(BackendUnavailableError, match="pip install Pillow") as info:
-        convert_omniglot_zips(omniglot_zips / "images_background.zip",
-                              omniglot_zips / "images_evaluation.zip", tmp_path / "o.npz")
+        convert_omniglot_zips(evaluation_zip, evaluation_zip, tmp_path / "o.npz")
     assert isinstance(info.value, ImportError)
 
 
@@ -279,34 +288,34 @@ def _no_partial_files(folder: Path) -> bool:
     return not [p for p in folder.iterdir() if p.name.endswith(".part")]
 
 
-def test_download_verifies_and_places_the_file(tmp_path, omniglot_zips):
-    source = omniglot_zips / "images_background.zip"
+def test_download_verifies_and_places_the_file(tmp_path, evaluation_zip):
+    source = evaluation_zip
     path = download(_remote_for(source), tmp_path / "dl")
-    assert path == tmp_path / "dl" / "images_background.zip"
+    assert path == tmp_path / "dl" / "images_evaluation.zip"
     assert path.read_bytes() == source.read_bytes() and _no_partial_files(path.parent)
 
 
-def test_download_checksum_mismatch_keeps_nothing(tmp_path, omniglot_zips):
-    source = omniglot_zips / "images_background.zip"
+def test_download_checksum_mismatch_keeps_nothing(tmp_path, evaluation_zip):
+    source = evaluation_zip
     wrong = _remote_for(source, sha256=hashlib.sha256(b"other").hexdigest())
-    with pytest.raises(DataIntegrityError, match="not the official images_background.zip: sha256") as info:
+    with pytest.raises(DataIntegrityError, match="not the official images_evaluation.zip: sha256") as info:
         download(wrong, tmp_path, hint="Or run `autometa data omniglot --from-zips DIR`.")
     assert "It was not kept" in str(info.value) and "--from-zips DIR" in str(info.value)
     assert list(tmp_path.iterdir()) == []
     too_small = _remote_for(source, size=100)
-    with pytest.raises(DataIntegrityError, match="size more than 100"):
+    with pytest.raises(DataIntegrityError, match="more than the expected 100 bytes"):
         download(too_small, tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_download_md5_is_checked_too(tmp_path, omniglot_zips):
-    wrong = _remote_for(omniglot_zips / "images_background.zip", md5="0" * 32)
+def test_download_md5_is_checked_too(tmp_path, evaluation_zip):
+    wrong = _remote_for(evaluation_zip, md5="0" * 32)
     with pytest.raises(DataIntegrityError, match="md5"):
         download(wrong, tmp_path)
 
 
-def test_download_skips_a_verified_file_and_replaces_a_bad_one(tmp_path, omniglot_zips):
-    source = omniglot_zips / "images_evaluation.zip"
+def test_download_skips_a_verified_file_and_replaces_a_bad_one(tmp_path, evaluation_zip):
+    source = evaluation_zip
     offline = _remote_for(source, urls=((tmp_path / "nowhere.zip").as_uri(),))
     (tmp_path / source.name).write_bytes(source.read_bytes())
     assert download(offline, tmp_path).read_bytes() == source.read_bytes()  # no network needed
@@ -314,8 +323,8 @@ def test_download_skips_a_verified_file_and_replaces_a_bad_one(tmp_path, omniglo
     assert download(_remote_for(source), tmp_path).read_bytes() == source.read_bytes()
 
 
-def test_download_tries_mirrors_and_reports_every_failure(tmp_path, omniglot_zips):
-    source = omniglot_zips / "images_evaluation.zip"
+def test_download_tries_mirrors_and_reports_every_failure(tmp_path, evaluation_zip):
+    source = evaluation_zip
     dead = (tmp_path / "dead1.zip").as_uri()
     mirrored = _remote_for(source, urls=(dead, source.as_uri()))
     assert download(mirrored, tmp_path / "a").read_bytes() == source.read_bytes()
@@ -341,13 +350,13 @@ class _BrokenStream:
         if self.sent:
             raise self.error
         self.sent = True
-        return b"x" * 1000
+        return b"x" * 10
 
 
 @pytest.mark.parametrize("error", [ConnectionResetError("reset by peer"), KeyboardInterrupt()])
-def test_interrupted_download_leaves_no_partial_file(tmp_path, omniglot_zips, monkeypatch, error):
+def test_interrupted_download_leaves_no_partial_file(tmp_path, evaluation_zip, monkeypatch, error):
     monkeypatch.setattr(urllib.request, "urlopen", lambda request, timeout: _BrokenStream(error))
-    remote = _remote_for(omniglot_zips / "images_background.zip")
+    remote = _remote_for(evaluation_zip)
     with pytest.raises(DataNotFoundError if isinstance(error, OSError) else KeyboardInterrupt):
         download(remote, tmp_path)
     assert list(tmp_path.iterdir()) == []
