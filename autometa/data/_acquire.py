@@ -204,11 +204,14 @@ def download(remote: RemoteFile, folder: str | os.PathLike, *, timeout: float = 
         try:
             _download_one(url, dest, remote, timeout, progress, hint)
             return dest
-        except (urllib.error.URLError, OSError) as exc:  # unreachable host, HTTP error, timeout
+        except urllib.error.HTTPError as exc:  # the server answered, without the file
+            failures.append(f"{url} (HTTP {exc.code} {exc.reason})")
+        except OSError as exc:  # unreachable host, refused connection, timeout, cut transfer
             failures.append(f"{url} ({getattr(exc, 'reason', None) or exc})")
     raise DataNotFoundError(
         f"Could not download {remote.name}; tried {'; '.join(failures)}. Check the internet "
-        f"connection (or proxy settings) and run again. {hint}".rstrip()
+        f"connection (or proxy settings) and run again; an HTTP 404 means the file has moved. "
+        f"{hint}".rstrip()
     )
 
 

@@ -1,11 +1,14 @@
 """Acquisition: Omniglot zip and IDX conversion, verified atomic downloads (offline, file:// URLs), CLI."""
 
 import argparse
+import functools
 import gzip
 import hashlib
+import http.server
 import io
 import re
 import sys
+import threading
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -332,6 +335,27 @@ def test_download_tries_mirrors_and_reports_every_failure(tmp_path, evaluation_z
     with pytest.raises(DataNotFoundError, match=r"Could not download images_evaluation.zip; tried .*dead1.*dead2"):
         download(unreachable, tmp_path / "b", hint="Or pass --from-zips DIR.")
     assert not (tmp_path / "b" / source.name).exists()
+
+
+def test_download_over_http_from_a_local_server(tmp_path, evaluation_zip):
+    """The same code path as the real hosts: HTTP, a 404 on the first mirror, then the file."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(evaluation_zip.parent))
+    handler.func.log_message = lambda *args: None  # keep the test output quiet
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}/"
+        remote = _remote_for(evaluation_zip, urls=(base + "missing/images_evaluation.zip",
+                                                   base + "images_evaluation.zip"))
+        assert download(remote, tmp_path, timeout=10).read_bytes() == evaluation_zip.read_bytes()
+        only_missing = _remote_for(evaluation_zip, urls=(base + "missing/images_evaluation.zip",))
+        with pytest.raises(DataNotFoundError, match="missing/images_evaluation.zip \\(HTTP 404 "):
+            download(only_missing, tmp_path / "other", timeout=10)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 class _BrokenStream:
