@@ -37,6 +37,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
 import numpy as np
 
@@ -285,12 +286,25 @@ def _require_pillow():
     return Image
 
 
-_CHARACTER_FOLDER = re.compile(r"character(\d+)")
-_DRAWING_FILE = re.compile(r"(\d+)_(\d+)\.png")
+# Official names have fixed widths, which also keeps every number inside its int16/int8 field.
+_CHARACTER_FOLDER = re.compile(r"character(\d{2})")
+_DRAWING_FILE = re.compile(r"(\d{4})_(\d{2})\.png")
 
 
-def _read_omniglot_zip(zip_path: Path, background: bool, image_module) -> list[tuple]:
-    """One tuple (char_id, drawer, alphabet, character, background, packed105, image28) a PNG."""
+class _Drawing(NamedTuple):
+    """One Omniglot PNG, decoded; numbers are 0-based."""
+
+    char_id: int
+    drawer: int
+    alphabet: str
+    character: int
+    background: bool
+    packed105: np.ndarray
+    image28: np.ndarray
+
+
+def _read_omniglot_zip(zip_path: Path, background: bool, image_module) -> list[_Drawing]:
+    """Every drawing in one official Omniglot zip file, checked against the layout."""
     records = []
     try:
         archive = zipfile.ZipFile(zip_path)
@@ -316,10 +330,11 @@ def _read_omniglot_zip(zip_path: Path, background: bool, image_module) -> list[t
                     f"images_evaluation.zip of github.com/brendenlake/omniglot (python/ folder)."
                 )
             char_number, drawing = int(file_match.group(1)), int(file_match.group(2))
-            if char_number < 1 or not 1 <= drawing <= 127 or int(folder_match.group(1)) < 1:
+            character = int(folder_match.group(1))
+            if min(char_number, drawing, character) < 1:
                 raise DataIntegrityError(
-                    f"{zip_path}: {info.filename!r} has a character id or drawing number out of range "
-                    f"(ids and numbers start at 1). Use the official Omniglot zip files."
+                    f"{zip_path}: {info.filename!r} has a number 0; Omniglot ids, drawings and "
+                    f"characterNN folders count from 1. Use the official Omniglot zip files."
                 )
             try:
                 with archive.open(info) as handle:
@@ -345,8 +360,8 @@ def _read_omniglot_zip(zip_path: Path, background: bool, image_module) -> list[t
             # The format's recipe: LANCZOS on the 8-bit grayscale image; bit 1 = white paper.
             small = np.asarray(gray.resize((28, 28), image_module.Resampling.LANCZOS))
             packed = np.packbits(pixels.reshape(-1) == 255)
-            records.append((char_number - 1, drawing - 1, parts[-3], int(folder_match.group(1)) - 1,
-                            background, packed, small))
+            records.append(_Drawing(char_number - 1, drawing - 1, parts[-3], character - 1, background,
+                                    packed, small))
     if not records:
         raise DataIntegrityError(
             f"{zip_path} holds no Omniglot PNG images (<Alphabet>/characterNN/XXXX_YY.png). Use the "
@@ -389,32 +404,32 @@ def convert_omniglot_zips(background_zip: str | os.PathLike, evaluation_zip: str
 
     owner: dict[int, tuple] = {}
     seen: set[tuple[int, int]] = set()
-    for char_id, drawer, alphabet, character, background, _, _ in records:
-        where = (alphabet, character, background)
-        if owner.setdefault(char_id, where) != where:
+    for r in records:
+        where = (r.alphabet, r.character, r.background)
+        if owner.setdefault(r.char_id, where) != where:
             raise DataIntegrityError(
-                f"Omniglot character id {char_id + 1:04d} appears in two folders, {owner[char_id]} "
+                f"Omniglot character id {r.char_id + 1:04d} appears in two folders, {owner[r.char_id]} "
                 f"and {where} (alphabet, character index, background). Use the official zip files."
             )
-        if (char_id, drawer) in seen:
+        if (r.char_id, r.drawer) in seen:
             raise DataIntegrityError(
-                f"Omniglot image {char_id + 1:04d}_{drawer + 1:02d}.png appears twice. Use the official "
-                f"zip files."
+                f"Omniglot image {r.char_id + 1:04d}_{r.drawer + 1:02d}.png appears twice. Use the "
+                f"official zip files."
             )
-        seen.add((char_id, drawer))
+        seen.add((r.char_id, r.drawer))
 
-    records.sort(key=lambda record: (record[0], record[1]))
-    alphabet_names = sorted({record[2] for record in records})
+    records.sort(key=lambda r: (r.char_id, r.drawer))
+    alphabet_names = sorted({r.alphabet for r in records})
     alphabet_index = {name: i for i, name in enumerate(alphabet_names)}
     arrays = {
-        "images28": np.stack([r[6] for r in records]).astype(np.uint8),
-        "images105_packed": np.stack([r[5] for r in records]).astype(np.uint8),
-        "alphabet": np.array([alphabet_index[r[2]] for r in records], dtype=np.int16),
+        "images28": np.stack([r.image28 for r in records]).astype(np.uint8),
+        "images105_packed": np.stack([r.packed105 for r in records]).astype(np.uint8),
+        "alphabet": np.array([alphabet_index[r.alphabet] for r in records], dtype=np.int16),
         "alphabet_names": np.array(alphabet_names),
-        "character": np.array([r[3] for r in records], dtype=np.int16),
-        "char_id": np.array([r[0] for r in records], dtype=np.int16),
-        "drawer": np.array([r[1] for r in records], dtype=np.int8),
-        "background": np.array([r[4] for r in records], dtype=bool),
+        "character": np.array([r.character for r in records], dtype=np.int16),
+        "char_id": np.array([r.char_id for r in records], dtype=np.int16),
+        "drawer": np.array([r.drawer for r in records], dtype=np.int8),
+        "background": np.array([r.background for r in records], dtype=bool),
     }
     out_path = Path(out_path).expanduser()
     _write_npz_atomic(out_path, arrays)

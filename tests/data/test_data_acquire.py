@@ -161,6 +161,8 @@ def _zip_with(path: Path, entries: dict) -> Path:
 @pytest.mark.parametrize("entries, match", [
     ({"images_background/Latin/char01/0683_01.png": b""}, "does not follow the Omniglot layout"),
     ({"images_background/Latin/character01/0683-01.png": b""}, "does not follow the Omniglot layout"),
+    ({"images_background/Latin/character1/0683_01.png": b""}, "does not follow the Omniglot layout"),
+    ({"images_background/Latin/character01/0000_01.png": b""}, "has a number 0"),
     ({"images_background/Latin/character01/0683_01.png": b"not a png"}, "could not be read as a PNG"),
     ({"images_background/readme.txt": b"hi"}, "holds no Omniglot PNG images"),
 ])
