@@ -162,7 +162,9 @@ def search(objective_or_config, space=None, *, backend: str = "optuna", n_trials
         metric: config sweeps: dotted name(s) in the results, e.g. ``best_val`` (default; the
             validation metric the run selects on), ``test.accuracy``, ``meta_train_time_s``.
         overrides: config sweeps: ``key=value`` overrides applied before the search.
-        on_trial_end: called with each finished :class:`TrialRecord` (progress displays).
+        on_trial_end: called with each finished :class:`TrialRecord` (progress displays); if it
+            has a ``begin(directions, metric_names)`` method, that is called once before the
+            first trial.
 
     Returns:
         A :class:`SearchResult`.
@@ -228,6 +230,8 @@ def search(objective_or_config, space=None, *, backend: str = "optuna", n_trials
         address=address, auth_token=auth_token, num_cpus=num_cpus, resources=resources,
         max_concurrent=max_concurrent, max_retries=max_retries, sampler_options=dict(sampler_options or {}),
         pruner_options=dict(pruner_options or {}), on_trial_end=on_trial_end)
+    if on_trial_end is not None and hasattr(on_trial_end, "begin"):
+        on_trial_end.begin(list(dirs), list(names))
     return module.run(objective, space, settings)
 
 

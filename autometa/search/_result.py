@@ -210,12 +210,18 @@ class SearchResult:
         if not common:
             raise ConfigError("No parameter is present in every complete trial, so none can be rated.")
         distributions = {n: to_distribution(self.space[n]) for n in common}
-        study = optuna.create_study(direction=self.directions[objective])
+        verbosity = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study created" line for a scratch study
+        try:
+            study = optuna.create_study(direction=self.directions[objective])
+        finally:
+            optuna.logging.set_verbosity(verbosity)
         for t in done:
             study.add_trial(optuna.trial.create_trial(
                 params={n: t.params[n] for n in common}, distributions=distributions, value=t.values[objective]))
         evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
-        return dict(optuna.importance.get_param_importances(study, evaluator=evaluator, params=common))
+        scores = optuna.importance.get_param_importances(study, evaluator=evaluator, params=common)
+        return {name: float(score) for name, score in scores.items()}
 
     def plot_history(self, path: str | os.PathLike, objective: int = 0) -> Path:
         """Objective value of each trial and the best so far, by trial number (PNG)."""
