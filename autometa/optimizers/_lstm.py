@@ -260,7 +260,8 @@ def truncated_unrolls(optimizer, problem, horizon: int, unroll_length: int, seco
 def meta_train(optimizer: LSTMOptimizer, family, iterations: int, seed: int, horizon: int = 100,
                unroll_length: int = 20, tasks_per_iteration: int = 1, meta_lr: float = 1e-3,
                second_order: bool = False, max_grad_norm: float | None = None,
-               callback: Callable[[int, dict], None] | None = None) -> list[dict]:
+               callback: Callable[[int, dict], None] | None = None,
+               outer: torch.optim.Optimizer | None = None) -> list[dict]:
     """Meta-train ``optimizer`` with truncated backpropagation through time and Adam.
 
     Each iteration samples a fresh problem from ``family`` and optimizes it for ``horizon``
@@ -280,9 +281,12 @@ def meta_train(optimizer: LSTMOptimizer, family, iterations: int, seed: int, hor
         second_order: keep the optimizee's Hessian terms (the paper drops them).
         max_grad_norm: clip the meta-gradient norm (``None``: no clipping).
         callback: called as ``callback(iteration, record)`` after each iteration.
+        outer: the meta-optimizer to use (to continue a run with its Adam moments); default a
+            fresh ``Adam(optimizer.parameters(), lr=meta_lr)``.
 
     Returns:
-        One record per iteration: ``{"iteration", "meta_loss", "final_loss", "seconds"}``.
+        One record per iteration: ``{"iteration", "meta_loss", "final_loss", "seconds",
+        "cpu_seconds"}`` (wall and process CPU time since the start).
 
     Raises:
         ConfigError: if ``horizon`` is not a multiple of ``unroll_length``.
@@ -294,9 +298,9 @@ def meta_train(optimizer: LSTMOptimizer, family, iterations: int, seed: int, hor
         raise ConfigError(f"meta_train needs integer horizon a multiple of unroll_length >= 1. "
                           f"Got horizon={horizon!r}, unroll_length={unroll_length!r}.")
     generator = torch.Generator().manual_seed(seed)
-    outer = torch.optim.Adam(optimizer.parameters(), lr=meta_lr)
+    outer = outer if outer is not None else torch.optim.Adam(optimizer.parameters(), lr=meta_lr)
     history = []
-    start_time = time.perf_counter()
+    start_time, start_cpu = time.perf_counter(), time.process_time()
     for iteration in range(iterations):
         problem = family.sample(tasks_per_iteration, horizon, generator)
         meta_total, losses = 0.0, []
@@ -309,7 +313,7 @@ def meta_train(optimizer: LSTMOptimizer, family, iterations: int, seed: int, hor
             meta_total += float(meta_loss.detach())
             losses.extend(chunk if not losses else chunk[1:])
         record = {"iteration": iteration, "meta_loss": meta_total, "final_loss": losses[-1],
-                  "seconds": time.perf_counter() - start_time}
+                  "seconds": time.perf_counter() - start_time, "cpu_seconds": time.process_time() - start_cpu}
         history.append(record)
         if callback is not None:
             callback(iteration, record)

@@ -153,17 +153,20 @@ def train_lstm(family, setting: dict, tag: str) -> dict:
             print(f"  meta-iteration {iteration:4d}  meta-loss {record['meta_loss']:.3f}  "
                   f"final loss {record['final_loss']:.4f}  {record['seconds']:.0f}s", flush=True)
 
+    outer = torch.optim.Adam(optimizer.parameters(), lr=setting["meta_lr"])
     history = meta_train(optimizer, family, setting["iterations"], seed=SEEDS["meta_train"], horizon=100,
                          unroll_length=20, tasks_per_iteration=setting["tasks_per_iteration"],
-                         meta_lr=setting["meta_lr"], callback=report)
+                         meta_lr=setting["meta_lr"], callback=report, outer=outer)
     optimizer.save(OUT / f"lstm_{tag}.pt")
+    torch.save(outer.state_dict(), OUT / f"lstm_{tag}_adam.pt")
     return {"history": history, "seconds": history[-1]["seconds"], "iterations": setting["iterations"],
             "tasks_per_iteration": setting["tasks_per_iteration"], "meta_lr": setting["meta_lr"],
             "horizon": 100, "unroll": 20}
 
 
-def part_quadratic() -> None:
-    setting, family = SETTINGS["quadratic"], QuadraticFamily(dim=10)
+def part_quadratic(iterations: int | None) -> None:
+    setting, family = dict(SETTINGS["quadratic"]), QuadraticFamily(dim=10)
+    setting["iterations"] = iterations or setting["iterations"]
     print("quadratic: tuning", flush=True)
     table = tune(family, setting["steps"], setting["tune_tasks"], SEEDS["tune"])
     print("quadratic: meta-training", flush=True)
@@ -184,6 +187,37 @@ def part_mnist_train() -> None:
     print("mnist: meta-training", flush=True)
     training = train_lstm(family, setting, "mnist")
     save("mnist_train", {"tuning": table, "meta_training": training})
+
+
+def part_mnist_continue(iterations: int) -> None:
+    """More meta-training of the MNIST LSTM on fresh problems (the budget came in chunks of < 15 min)."""
+    setting, family = SETTINGS["mnist"], MLPFamily(load_mnist(train=True), (20,), "sigmoid", 128)
+    record = json.loads((OUT / "mnist_train.json").read_text())
+    training = record["meta_training"]
+    optimizer = LSTMOptimizer.load(OUT / "lstm_mnist.pt")
+    outer = torch.optim.Adam(optimizer.parameters(), lr=setting["meta_lr"])
+    if (OUT / "lstm_mnist_adam.pt").exists():
+        outer.load_state_dict(torch.load(OUT / "lstm_mnist_adam.pt", weights_only=True))
+    chunk = len(training.get("chunks", [])) + 1
+    print(f"mnist: continuing meta-training (chunk {chunk}, {iterations} iterations)", flush=True)
+
+    def report(iteration, entry):
+        if iteration % 10 == 0 or iteration == iterations - 1:
+            print(f"  meta-iteration {iteration:4d}  meta-loss {entry['meta_loss']:.3f}  "
+                  f"final loss {entry['final_loss']:.4f}  {entry['seconds']:.0f}s", flush=True)
+
+    history = meta_train(optimizer, family, iterations, seed=SEEDS["meta_train"] + 1000 * chunk, horizon=100,
+                         unroll_length=20, tasks_per_iteration=setting["tasks_per_iteration"],
+                         meta_lr=setting["meta_lr"], callback=report, outer=outer)
+    optimizer.save(OUT / "lstm_mnist.pt")
+    torch.save(outer.state_dict(), OUT / "lstm_mnist_adam.pt")
+    training.setdefault("chunks", []).append({"iterations": iterations, "seconds": history[-1]["seconds"],
+                                              "cpu_seconds": history[-1]["cpu_seconds"],
+                                              "seed": SEEDS["meta_train"] + 1000 * chunk})
+    training["history"] += [{**h, "iteration": training["iterations"] + h["iteration"]} for h in history]
+    training["iterations"] += iterations
+    training["seconds"] += history[-1]["seconds"]
+    save("mnist_train", record)
 
 
 def part_mnist_eval() -> None:
@@ -226,16 +260,21 @@ def save(name: str, payload: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=["quadratic", "mnist-train", "mnist-eval", "generalization"])
+    parser.add_argument("part", choices=["quadratic", "mnist-train", "mnist-continue", "mnist-eval",
+                                         "generalization"])
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="meta-training iterations (quadratic: default 300; mnist-continue: 100)")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
     args = parser.parse_args()
     torch.set_num_threads(1)
     OUT.mkdir(exist_ok=True)
     start = time.perf_counter()
     if args.part == "quadratic":
-        part_quadratic()
+        part_quadratic(args.iterations)
     elif args.part == "mnist-train":
         part_mnist_train()
+    elif args.part == "mnist-continue":
+        part_mnist_continue(args.iterations or 100)
     elif args.part == "mnist-eval":
         part_mnist_eval()
     else:

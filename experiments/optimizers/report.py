@@ -18,6 +18,9 @@ SECTIONS = [
     ("mnist_40_units", "Generalization: 40 hidden units (LSTM trained on 20)"),
     ("mnist_2_layers", "Generalization: two hidden layers of 20 (LSTM trained on one)"),
     ("mnist_relu", "Generalization: ReLU instead of sigmoid"),
+    ("quadratic_300_iterations", "Earlier snapshot: quadratics, LSTM after 300 meta-iterations"),
+    ("mnist_after_80_iterations", "Earlier snapshot: MNIST, LSTM after 80 meta-iterations"),
+    ("mnist_200_steps_after_80_iterations", "Earlier snapshot: 200 steps, LSTM after 80 meta-iterations"),
 ]
 
 
@@ -33,18 +36,22 @@ def verdict(diff: dict) -> str:
 
 
 def table(test: dict, tuning: dict | None) -> list[str]:
-    lines = ["| optimizer | tuned lr | final loss (mean ± 95% CI) | LSTM − this, paired (mean ± CI) | verdict |",
-             "| --- | --- | --- | --- | --- |"]
+    header = ("| optimizer | tuned lr | final loss (mean ± 95% CI) | LSTM − this, paired (mean ± CI) "
+              "| verdict at the final step | mean loss over steps 1..T |")
+    lines = [header,
+             "| --- | --- | --- | --- | --- | --- |"]
     final = len(test["lstm"]["mean"]) - 1
     for name in [*RULES, "lstm"]:
         entry = test[name]
         lr = f"{tuning[name]['lr']:.3g}" if tuning and name in tuning else "learned"
         cell = f"{entry['mean'][final]:.4f} ± {entry['ci95'][final]:.4f}"
+        area = sum(entry["mean"][1:]) / final
         if name == "lstm":
-            lines.append(f"| **LSTM** | {lr} | **{cell}** | | |")
+            lines.append(f"| **LSTM** | {lr} | **{cell}** | | | {area:.4f} |")
         else:
             diff = entry["lstm_minus_this_final"]
-            lines.append(f"| {name} | {lr} | {cell} | {diff['mean']:+.4f} ± {diff['ci95']:.4f} | {verdict(diff)} |")
+            lines.append(f"| {name} | {lr} | {cell} | {diff['mean']:+.4f} ± {diff['ci95']:.4f} "
+                         f"| {verdict(diff)} | {area:.4f} |")
     return lines
 
 
@@ -58,12 +65,14 @@ def main() -> None:
             train[tag.split("_")[0]] = data
     lines.append("## Meta-training of the LSTM optimizer (one CPU thread, shared 2-core machine)")
     lines.append("")
-    lines.append("| problem | iterations x tasks | horizon / unroll | meta lr | meta-training wall time |")
-    lines.append("| --- | --- | --- | --- | --- |")
+    lines.append("| problem | iterations x tasks | horizon / unroll | meta lr | wall time | CPU time |")
+    lines.append("| --- | --- | --- | --- | --- | --- |")
     for tag, data in train.items():
         m = data["meta_training"]
-        lines.append(f"| {tag} | {m['iterations']} x {m['tasks_per_iteration']} | {m['horizon']} / {m['unroll']} | "
-                     f"{m['meta_lr']} | {m['seconds']:.0f} s |")
+        cpu = m["history"][-1].get("cpu_seconds")
+        cpu_text = f"{cpu:.0f} s" if cpu is not None else "not recorded"
+        lines.append(f"| {tag} | {m['iterations']} x {m['tasks_per_iteration']} | {m['horizon']} / "
+                     f"{m['unroll']} | {m['meta_lr']} | {m['seconds']:.0f} s | {cpu_text} |")
     lines.append("")
     for tag, title in SECTIONS:
         path = OUT / f"{tag}.json"
@@ -71,6 +80,8 @@ def main() -> None:
             continue
         data = json.loads(path.read_text())
         tuning = data.get("tuning") or train.get("mnist", {}).get("tuning")
+        if tag.startswith("mnist_after"):
+            tuning = json.loads((OUT / "mnist_train_80_iterations.json").read_text())["tuning"]
         lines += [f"## {title}", "", *table(data["test"], tuning), "", f"![{tag}]({tag}.png)", ""]
     (OUT / "results.md").write_text("\n".join(lines))
     print("\n".join(lines))
