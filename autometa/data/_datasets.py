@@ -62,13 +62,25 @@ _OMNIGLOT_HOWTO = (
 )
 
 
-def _load_npz(filename: str, root, how_to_get: str) -> tuple[np.lib.npyio.NpzFile, str]:
+def _load_npz(filename: str, root, how_to_get: str, keys: list[str],
+              optional: tuple[str, ...] = ()) -> tuple[dict[str, np.ndarray], str]:
+    """Read ``keys`` (and those of ``optional`` that exist) eagerly, so that a damaged or
+    incomplete archive fails here with one clear error rather than later, half-way."""
     path = find_file(filename, root, how_to_get)
     try:
-        return np.load(path, allow_pickle=False), str(path)
-    except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError ...
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [k for k in keys if k not in archive.files]
+            if missing:
+                raise DataIntegrityError(
+                    f"{path} lacks the array(s) {missing} (it has {archive.files}). It is not the expected "
+                    f"{filename}; delete it and fetch it again. {how_to_get}"
+                )
+            return {k: archive[k] for k in [*keys, *optional] if k in archive.files}, str(path)
+    except DataIntegrityError:
+        raise
+    except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError, CRC errors ...
         raise DataIntegrityError(
-            f"{path} exists but could not be read as an .npz archive ({exc}). "
+            f"{path} exists but could not be read as an .npz archive ({type(exc).__name__}: {exc}). "
             f"Delete it and fetch it again. {how_to_get}"
         ) from exc
 
@@ -89,7 +101,9 @@ def load_omniglot(root: str | os.PathLike | None = None, size: int = 28,
     """
     if size not in (28, 105):
         raise ConfigError(f"Omniglot comes in size 28 or 105. Got size={size!r}; use 28 or 105.")
-    d, path = _load_npz("omniglot.npz", root, _OMNIGLOT_HOWTO)
+    image_key = "images28" if size == 28 else "images105_packed"
+    d, path = _load_npz("omniglot.npz", root, _OMNIGLOT_HOWTO,
+                        [image_key, "background", "alphabet_names", "char_id", "alphabet", "drawer"])
     bg = d["background"]
     mask = np.ones(len(bg), bool) if background is None else (bg == bool(background))
     if size == 28:
@@ -109,8 +123,8 @@ def load_omniglot(root: str | os.PathLike | None = None, size: int = 28,
 def _load_mnist_like(filename: str, name: str, root, train: bool) -> ArrayDataset:
     how = (f"Convert the official IDX files with `autometa data {name}` "
            f"(downloads and checks them), or place {filename} there.")
-    d, path = _load_npz(filename, root, how)
     split = "train" if train else "test"
+    d, path = _load_npz(filename, root, how, [f"x_{split}", f"y_{split}"], optional=("class_names",))
     x = d[f"x_{split}"].astype(np.float32)[:, None] / 255.0
     names = [str(n) for n in d["class_names"]] if "class_names" in d else [str(i) for i in range(10)]
     return ArrayDataset(x, d[f"y_{split}"].astype(np.int64), name, names, {}, {"path": path, "split": split})
