@@ -4,10 +4,21 @@ The parts of a learning algorithm that people hand-craft (optimizer, initializat
 become meta-knowledge that is searched or learned, and compared with the hand-crafted rule.
 
 ``import autometa`` needs only torch, numpy and pyyaml; Optuna, Ray and NNI are imported
-lazily by the search backends that use them.
+lazily by the search backends that use them. ``autometa.compare(...)`` and
+``autometa.search(...)`` load their modules on first use.
 """
+
+import importlib
 
 from autometa.errors import AutometaError
 
 __version__ = "0.1.0"
-__all__ = ["AutometaError", "__version__"]
+__all__ = ["AutometaError", "__version__", "compare", "search"]
+
+
+def __getattr__(name):
+    if name == "compare":
+        return importlib.import_module("autometa.experiment").compare
+    if name == "search":
+        return importlib.import_module("autometa.search")  # a callable module: autometa.search(...)
+    raise AttributeError(f"module 'autometa' has no attribute {name!r}")

@@ -27,6 +27,24 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _cmd_compare(args) -> int:
+    from autometa.experiment import compare
+
+    compare(args.config, args.out or _default_out(args.config, "compare"), progress=not args.quiet)
+    return 0
+
+
+def _cmd_report(args) -> int:
+    import json
+
+    from autometa.experiment import print_table, render_report
+
+    path = render_report(args.dir)
+    print_table(json.loads((Path(args.dir) / "report.json").read_text()))
+    print(f"report: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autometa", description=__doc__)
     parser.add_argument("--version", action="store_true", help="print the version and exit")
@@ -39,6 +57,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="results directory (default runs/<config>-<time>)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     run.set_defaults(func=_cmd_run)
+
+    comp = sub.add_parser("compare", help="hand-crafted vs learned fillers on identical tasks; no config: the quickstart")
+    comp.add_argument("config", nargs="?", help="comparison YAML (default: the built-in offline quickstart)")
+    comp.add_argument("--out", help="results directory (default runs/<config>-<time>); finished runs there are reused")
+    comp.add_argument("--quiet", action="store_true", help="no progress bars or table")
+    comp.set_defaults(func=_cmd_compare)
+
+    report = sub.add_parser("report", help="re-render report.md and the plots of a comparison directory")
+    report.add_argument("dir", help="a directory written by autometa compare")
+    report.set_defaults(func=_cmd_report)
+
+    from autometa.search._cli import add_sweep_parser, run_sweep
+
+    add_sweep_parser(sub).set_defaults(func=run_sweep)
+
+    from autometa.data._acquire import add_data_parser, run_data
+
+    add_data_parser(sub).set_defaults(func=run_data)
     return parser
 
 

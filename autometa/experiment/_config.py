@@ -40,6 +40,7 @@ DEFAULTS: dict = {
         "device": "cpu",
         "progress": True,
         "time_budget_s": 0,
+        "cpu_budget_s": 0,        # the same in CPU time of this process (robust to a busy machine)
         "count_flops": False,     # count the FLOPs of one meta-step and one test task       # stop meta-training after this much meta-training time; 0: none
         "val_seed": 1234,
         "test_seed": 4321,
@@ -47,7 +48,8 @@ DEFAULTS: dict = {
 }
 
 # keys that may change between a run and its resumption
-RESUMABLE_CHANGES = {"outer.steps", "run.progress", "run.threads", "run.checkpoint_every", "run.time_budget_s"}
+RESUMABLE_CHANGES = {"outer.steps", "run.progress", "run.threads", "run.checkpoint_every", "run.time_budget_s",
+                     "run.cpu_budget_s"}
 
 _NUMBERS = {
     # key: (type, minimum, strict)
@@ -57,7 +59,7 @@ _NUMBERS = {
     "run.validate_every": (int, 0, False), "run.val_tasks": (int, 1, False),
     "run.test_tasks": (int, 1, False), "run.eval_batch": (int, 1, False),
     "run.checkpoint_every": (int, 0, False), "run.log_every": (int, 1, False),
-    "run.time_budget_s": (float, 0.0, False),
+    "run.time_budget_s": (float, 0.0, False), "run.cpu_budget_s": (float, 0.0, False),
 }
 
 

@@ -197,7 +197,7 @@ def run_experiment(config: dict | str, out_dir: str | os.PathLike | None = None,
     generator = torch.Generator().manual_seed(config["seed"])
     metric, mode = exp.selection_metric
     better = (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
-    start, best, elapsed = 0, None, 0.0
+    start, best, elapsed, cpu_elapsed = 0, None, 0.0, 0.0
 
     if resume:  # read the checkpoint before writing anything, so a damaged one loses nothing
         state = load_checkpoint(ckpt_dir / "last.pt")
@@ -207,6 +207,7 @@ def run_experiment(config: dict | str, out_dir: str | os.PathLike | None = None,
             scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])
         start, best, elapsed = state["step"], state["best"], state["elapsed"]
+        cpu_elapsed = state.get("cpu_elapsed", 0.0)
         lines = (out / "metrics.jsonl").read_text().splitlines() if (out / "metrics.jsonl").exists() else []
         kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= start]
         _atomic_write(out / "metrics.jsonl", "".join(ln + "\n" for ln in kept))
@@ -227,7 +228,7 @@ def run_experiment(config: dict | str, out_dir: str | os.PathLike | None = None,
         _save_checkpoint(ckpt_dir / name, {
             "learner": learner.state_dict(), "optimizer": optimizer.state_dict() if optimizer else {},
             "scheduler": scheduler.state_dict() if scheduler else {}, "generator": generator.get_state(),
-            "step": step, "best": best, "elapsed": elapsed,
+            "step": step, "best": best, "elapsed": elapsed, "cpu_elapsed": cpu_elapsed,
         })
 
     from tqdm.auto import tqdm
@@ -235,7 +236,7 @@ def run_experiment(config: dict | str, out_dir: str | os.PathLike | None = None,
     flops = {"meta_step": None, "per_test_task": None}
     bar = tqdm(total=total_steps, initial=start, desc="meta-train", disable=not run["progress"], dynamic_ncols=True)
     stopped_early, out_of_time, step = False, False, start
-    t_last = time.perf_counter()
+    t_last, cpu_last = time.perf_counter(), time.process_time()
     for step in range(start + 1, total_steps + 1):
         batch = exp.train.sample(outer["meta_batch"], generator).to(device)
         optimizer.zero_grad(set_to_none=True)
@@ -247,24 +248,25 @@ def run_experiment(config: dict | str, out_dir: str | os.PathLike | None = None,
             torch.nn.utils.clip_grad_norm_(learner.parameters(), outer["clip_grad"])
         optimizer.step()
         scheduler.step()
-        now = time.perf_counter()
-        elapsed += now - t_last
-        t_last = now
+        now, cpu_now = time.perf_counter(), time.process_time()
+        elapsed, cpu_elapsed = elapsed + now - t_last, cpu_elapsed + cpu_now - cpu_last
+        t_last, cpu_last = now, cpu_now
         bar.update(1)
-        out_of_time = bool(run["time_budget_s"]) and elapsed >= run["time_budget_s"]
+        out_of_time = ((bool(run["time_budget_s"]) and elapsed >= run["time_budget_s"])
+                       or (bool(run["cpu_budget_s"]) and cpu_elapsed >= run["cpu_budget_s"]))
         last = step == total_steps or out_of_time
         if step % run["log_every"] == 0 or last:
-            record({"step": step, "time_s": round(elapsed, 3), **{f"train_{k}": v for k, v in train_metrics.items()}})
+            record({"step": step, "time_s": round(elapsed, 3), "cpu_time_s": round(cpu_elapsed, 3), **{f"train_{k}": v for k, v in train_metrics.items()}})
             bar.set_postfix({k: f"{v:.3f}" for k, v in train_metrics.items()}, refresh=False)
         if exp.val is not None and (step % run["validate_every"] == 0 or last):
             val = evaluate(learner, exp.val, run["val_tasks"], run["eval_batch"], run["val_seed"], device)
-            entry = {"step": step, "time_s": round(elapsed, 3),
+            entry = {"step": step, "time_s": round(elapsed, 3), "cpu_time_s": round(cpu_elapsed, 3),
                      **{f"val_{k}": v["mean"] for k, v in val.items() if k not in ("values", "digest")}}
             record(entry)
             if best is None or better(entry[f"val_{metric}"], best["value"]):
                 best = {"step": step, "value": entry[f"val_{metric}"], "metric": metric}
                 checkpoint("best.pt", step)
-            t_last = time.perf_counter()  # validation time is not meta-training time
+            t_last, cpu_last = time.perf_counter(), time.process_time()  # validation is not meta-training
             if callback is not None and callback(step, entry):
                 stopped_early = True
         if ckpt_dir is not None and ((run["checkpoint_every"] and step % run["checkpoint_every"] == 0)
@@ -292,6 +294,7 @@ def run_experiment(config: dict | str, out_dir: str | os.PathLike | None = None,
         "stopped_early": stopped_early,
         "out_of_time": out_of_time,
         "meta_train_time_s": round(elapsed, 3),
+        "meta_train_cpu_time_s": round(cpu_elapsed, 3),
         "test_time_s": round(test_time, 3),
         "wall_time_s": round(time.perf_counter() - wall_start, 3),
         "adaptation_time_per_task_s": round(test_time / max(run["test_tasks"], 1), 6),
