@@ -253,6 +253,14 @@ def summarize(comp: dict, seeds: list[int], runs: dict[str, list[dict]], tuning:
             if a["test_tasks_digest"] != b["test_tasks_digest"]:
                 raise ConfigError(f"Filler {fname!r} was tested on other tasks than {reference!r} (seed {a['seed']}); "
                                   f"all fillers of a comparison must share tasks settings and test seeds.")
+    for a_name, a_runs in runs.items():  # equal budgets must have meant equal meta-training tasks
+        for b_name, b_runs in runs.items():
+            for a, b in zip(a_runs, b_runs):
+                same_budget = a["steps"] == b["steps"] > 0 and a.get("meta_batch") == b.get("meta_batch")
+                if same_budget and a["train_tasks_digest"] != b["train_tasks_digest"]:
+                    raise ConfigError(f"Fillers {a_name!r} and {b_name!r} were meta-trained on different tasks "
+                                      f"(seed {a['seed']}) although their budgets are equal; give them the same "
+                                      f"tasks settings.")
     fillers = {}
     for fname, frs in runs.items():
         per_seed = _per_seed(frs, metric)
@@ -315,7 +323,7 @@ def _verdict(name, reference, significant, better, consistent, task_significant)
 
 def _gflop(frs, key, times):
     values = [r["flops"][key] * times(r) for r in frs if r.get("flops", {}).get(key) is not None]
-    return round(float(np.mean(values)) / 1e9, 4) if values else None
+    return float(np.mean(values)) / 1e9 if values else None
 
 
 def _max_or_none(values):

@@ -229,6 +229,7 @@ def run_experiment(config: dict | str, out_dir: str | os.PathLike | None = None,
             "learner": learner.state_dict(), "optimizer": optimizer.state_dict() if optimizer else {},
             "scheduler": scheduler.state_dict() if scheduler else {}, "generator": generator.get_state(),
             "step": step, "best": best, "elapsed": elapsed, "cpu_elapsed": cpu_elapsed,
+            "train_digest": train_digest,
         })
 
     from tqdm.auto import tqdm
@@ -236,9 +237,15 @@ def run_experiment(config: dict | str, out_dir: str | os.PathLike | None = None,
     flops = {"meta_step": None, "per_test_task": None}
     bar = tqdm(total=total_steps, initial=start, desc="meta-train", disable=not run["progress"], dynamic_ncols=True)
     stopped_early, out_of_time, step = False, False, start
+    train_digest = state.get("train_digest", "") if resume else ""
     t_last, cpu_last = time.perf_counter(), time.process_time()
     for step in range(start + 1, total_steps + 1):
-        batch = exp.train.sample(outer["meta_batch"], generator).to(device)
+        batch = exp.train.sample(outer["meta_batch"], generator)
+        chained = hashlib.sha1(train_digest.encode())  # a chain, so that a resumed run ends the same
+        for tensor in batch.tensors:
+            chained.update(tensor.numpy().tobytes())
+        train_digest = chained.hexdigest()
+        batch = batch.to(device)
         optimizer.zero_grad(set_to_none=True)
         if run["count_flops"] and flops["meta_step"] is None:
             train_metrics, flops["meta_step"] = count_flops(learner.meta_backward, batch)
@@ -291,6 +298,7 @@ def run_experiment(config: dict | str, out_dir: str | os.PathLike | None = None,
         "test": {k: v for k, v in test.items() if k not in ("values", "digest")},
         "best_val": best,
         "steps": step,
+        "meta_batch": outer["meta_batch"],
         "stopped_early": stopped_early,
         "out_of_time": out_of_time,
         "meta_train_time_s": round(elapsed, 3),
@@ -300,6 +308,7 @@ def run_experiment(config: dict | str, out_dir: str | os.PathLike | None = None,
         "adaptation_time_per_task_s": round(test_time / max(run["test_tasks"], 1), 6),
         "flops": flops,
         "test_tasks_digest": test["digest"],
+        "train_tasks_digest": train_digest,
         "device": str(device),
         "threads": torch.get_num_threads(),
     }
