@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from autometa.errors import BackendUnavailableError, ConfigError, UnsupportedFeatureError
 from autometa.search._common import Settings, TrialPruned
@@ -55,7 +55,8 @@ class ExperimentObjective:
     """The objective of a config sweep: apply the trial's parameters, run the experiment, read metrics.
 
     Each trial's parameters are nested overrides of the config (``learner.inner_lr``); the run
-    goes to ``<out_dir>/trials/<number>`` when there is a results directory. Validation metrics
+    goes to ``<out_dir>/trials/<number>`` when there is a results directory (on a Ray cluster,
+    on the disk of the node that ran the trial). Validation metrics
     are reported to the trial after each validation and the run stops when the trial should be
     pruned (``run_experiment``'s callback).
 
@@ -158,7 +159,8 @@ def search(objective_or_config, space=None, *, backend: str = "optuna", n_trials
         resources: ray: per-trial resources, e.g. ``{"cpu": 1, "gpu": 0.5}``.
         max_concurrent: trials at once (ray: concurrent trials; optuna: threads).
         max_retries: ray: retries of a failed trial (``FailureConfig(max_failures=...)``).
-        sampler_options, pruner_options: keyword arguments of the sampler / pruner or scheduler.
+        sampler_options, pruner_options: keyword arguments of the sampler (tuner), and of the
+            pruner (optuna, nni) or the scheduler (ray; e.g. ``{"max_t": 50, "grace_period": 5}``).
         metric: config sweeps: dotted name(s) in the results, e.g. ``best_val`` (default; the
             validation metric the run selects on), ``test.accuracy``, ``meta_train_time_s``.
         overrides: config sweeps: ``key=value`` overrides applied before the search.
@@ -222,7 +224,7 @@ def search(objective_or_config, space=None, *, backend: str = "optuna", n_trials
     names = default_names or (["objective"] if len(dirs) == 1 else [f"objective_{i}" for i in range(len(dirs))])
 
     _check_support(backend, space, len(dirs), sampler, pruner, scheduler, address, resources, max_retries,
-                   storage, timeout)
+                   storage, timeout, auth_token, num_cpus, max_concurrent)
     module = _backend_module(backend)
     settings = Settings(
         n_trials=n_trials, directions=dirs, metric_names=names, seed=seed, sampler=sampler, pruner=pruner,
@@ -236,7 +238,7 @@ def search(objective_or_config, space=None, *, backend: str = "optuna", n_trials
 
 
 def _check_support(backend, space, n_objectives, sampler, pruner, scheduler, address, resources, max_retries,
-                   storage, timeout) -> None:
+                   storage, timeout, auth_token, num_cpus, max_concurrent) -> None:
     """Raise for any argument the backend would otherwise ignore or misread."""
     if sampler not in SAMPLERS[backend]:
         raise ConfigError(f"Unknown sampler {sampler!r} for backend {backend!r}. Choose one of {SAMPLERS[backend]}.")
@@ -254,7 +256,8 @@ def _check_support(backend, space, n_objectives, sampler, pruner, scheduler, add
                    if backend == "optuna" else "With NNI, use pruner='median'."))
         raise ConfigError(f"Unknown scheduler {scheduler!r}. backend='ray' offers {SCHEDULERS['ray']}.")
     if backend != "ray":
-        for name, value in (("address", address), ("resources", resources)):
+        for name, value in (("address", address), ("resources", resources), ("auth_token", auth_token),
+                            ("num_cpus", num_cpus)):
             if value is not None:
                 raise UnsupportedFeatureError(f"{name}= is a Ray Tune setting; backend {backend!r} runs trials "
                                               f"in this process. Use backend='ray', or drop {name}.")
@@ -274,6 +277,9 @@ def _check_support(backend, space, n_objectives, sampler, pruner, scheduler, add
         if n_objectives > 1:
             raise UnsupportedFeatureError("NNI tuners optimize one objective. Use backend='optuna' (or 'ray' "
                                           "with sampler='tpe') for multi-objective searches.")
+        if max_concurrent not in (None, 1):
+            raise UnsupportedFeatureError("The NNI backend runs one trial at a time in this process. Drop "
+                                          "max_concurrent, or use backend='ray' for parallel trials.")
         if storage is not None:
             raise UnsupportedFeatureError("NNI keeps no study storage; its trials are journaled in out_dir "
                                           "(trials.jsonl). Pass out_dir instead of storage.")

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import math
-import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from autometa.search._result import TrialRecord
 
@@ -45,6 +43,7 @@ class Settings:
     resources: dict | None = None
     max_concurrent: int | None = None
     max_retries: int = 0
+    reuse_workers: bool = True
     sampler_options: dict = field(default_factory=dict)
     pruner_options: dict = field(default_factory=dict)
     on_trial_end: Callable[[TrialRecord], None] | None = None
@@ -61,23 +60,3 @@ class Settings:
 def error_text(exc: BaseException) -> str:
     """``Type: message`` of an exception, as trial records keep it."""
     return f"{type(exc).__name__}: {exc}"
-
-
-def sample_neutral(space, rng: random.Random) -> dict:
-    """Independent random values for the active parameters of ``space`` (conditions in order)."""
-    values: dict = {}
-    for param in space:
-        if not space.is_active(param.name, values):
-            continue
-        if param.kind == "choice":
-            values[param.name] = rng.choice(param.choices)
-        elif param.log:
-            value = math.exp(rng.uniform(math.log(param.low), math.log(param.high)))
-            values[param.name] = min(param.high, max(param.low, round(value) if param.kind == "int" else value))
-        elif param.kind == "int":
-            values[param.name] = rng.randrange(param.low, param.high + 1, param.step)
-        elif param.step is not None:
-            values[param.name] = rng.choice(param.grid())
-        else:
-            values[param.name] = rng.uniform(param.low, param.high)
-    return values

@@ -73,7 +73,7 @@ class Param:
                 f"Grid search needs discrete parameters, but float parameter {self.name!r} has no "
                 f"`step`. Add e.g. `step: {(self.high - self.low) / 4:g}` or make it a `choice`."
             )
-        count = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+        count = math.floor((self.high - self.low) / self.step + 1e-9) + 1
         values = [self.low + i * self.step for i in range(count)]
         return [int(v) for v in values] if self.kind == "int" else [round(v, 12) for v in values]
 

@@ -121,7 +121,7 @@ def test_multi_objective_pareto_front_table_and_plots(tmp_path):
     front = result.best_trials
     assert len(front) == 8  # on [0, 2] the two objectives trade off everywhere
     with pytest.raises(ConfigError, match="Pareto"):
-        result.best_trial
+        _ = result.best_trial
     files = result.write(tmp_path)
     assert {"sweep", "trials", "history", "importances", "pareto"} <= set(files)
     assert all(p.stat().st_size > 0 for p in files.values())

@@ -30,7 +30,7 @@ def test_retries_checkpoints_failures_and_asha_on_local_ray(local_ray, tmp_path)
             folder.mkdir()
             (folder / "state.json").write_text(json.dumps({"step": step}))
             trial.report((trial.params["x"] - 1) ** 2 + 1.0 / (step + 1), step, checkpoint=str(folder))
-            if trial.number == 1 and first_attempt and step == 1:
+            if trial.number == 1 and first_attempt and step == 0:  # before ASHA's first rung
                 raise RuntimeError("lost the node")
         return (trial.params["x"] - 1) ** 2
 
@@ -42,7 +42,7 @@ def test_retries_checkpoints_failures_and_asha_on_local_ray(local_ray, tmp_path)
     assert [t.number for t in result.trials] == list(range(6))
     by_number = {t.number: t for t in result.trials}
     assert by_number[4].state == "failed" and by_number[4].error == "RuntimeError: always fails"
-    assert by_number[1].state in ("complete", "pruned") and by_number[1].user_attrs["resumed_at"] == 2
+    assert by_number[1].state in ("complete", "pruned") and by_number[1].user_attrs.get("resumed_at") == 1, by_number[1]
     assert {t.state for t in result.trials} <= {"complete", "pruned", "failed"}
     assert all(t.intermediate and max(t.intermediate) <= 3 for t in result.trials if t.state != "failed")
     assert sorted(r.number for r in finished) == list(range(6))

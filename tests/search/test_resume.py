@@ -60,3 +60,27 @@ def test_killed_sweep_resumes_without_losing_or_repeating_a_finished_trial(tmp_p
     assert len(failed) == 1 and failed[0].number == int(interrupted[1]) and "interrupted" in failed[0].error
     rerun = [e for e in ends if e[2] == interrupted[2]]
     assert len(rerun) == 1 and int(rerun[0][1]) != int(interrupted[1])  # same parameters, new trial
+
+
+@pytest.mark.slow
+def test_killed_ray_sweep_restores_and_finishes_each_trial_once(tmp_path):
+    """Ray restores the experiment: finished trials stay, the interrupted one runs again under its number."""
+    pytest.importorskip("ray.tune")
+    script = tmp_path / "sweep.py"
+    script.write_text(KILL_SCRIPT.replace('sampler="random")', 'sampler="random", num_cpus=1)'))
+    log = tmp_path / "calls.log"
+    out = tmp_path / "out"
+    args = [sys.executable, str(script), str(out), "ray", str(log)]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    process = subprocess.Popen(args, env=env, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        lines = log.read_text().splitlines() if log.exists() else []
+        if sum(ln.startswith("end") for ln in lines) >= 3 and lines[-1].startswith("start"):
+            break
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+    process.wait()
+    subprocess.run(args, check=True, timeout=300, env=env)
+    ends = [ln.split() for ln in log.read_text().splitlines() if ln.startswith("end")]
+    assert len(ends) == 8 and len({e[1] for e in ends}) == 8
