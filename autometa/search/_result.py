@@ -219,6 +219,8 @@ class SearchResult:
         for t in done:
             study.add_trial(optuna.trial.create_trial(
                 params={n: t.params[n] for n in common}, distributions=distributions, value=t.values[objective]))
+        if len({t.values[objective] for t in done}) == 1:
+            raise ConfigError("Every complete trial has the same value, so no parameter can be rated important.")
         evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
         scores = optuna.importance.get_param_importances(study, evaluator=evaluator, params=common)
         return {name: float(score) for name, score in scores.items()}
@@ -276,14 +278,20 @@ class SearchResult:
         return _save(fig, path)
 
     def write(self, out_dir: str | os.PathLike) -> dict[str, Path]:
-        """Write ``sweep.json``, ``trials.csv`` and every plot that applies into ``out_dir``."""
+        """Write ``sweep.json``, ``trials.csv`` and every plot that applies into ``out_dir``.
+
+        The importance plot is left out when the trials cannot rate parameters (fewer than two
+        complete trials, all with the same value, or no parameter common to all of them).
+        """
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         files = {"sweep": self.save(out / "sweep.json"), "trials": self.to_csv(out / "trials.csv")}
         if self.completed:
             files["history"] = self.plot_history(out / "history.png")
-            if len(self.completed) >= 2 and any(all(n in t.params for t in self.completed) for n in self.space.names):
+            try:
                 files["importances"] = self.plot_importances(out / "importances.png")
+            except ConfigError:
+                pass  # too few or too uniform trials to rate parameters; the other files stand
             if self.multi_objective:
                 files["pareto"] = self.plot_pareto(out / "pareto.png")
         return files

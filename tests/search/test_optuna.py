@@ -158,3 +158,19 @@ def test_unsupported_and_invalid_arguments_say_what_to_do():
         autometa.search(quadratic, SPACE, n_trials=2, sampler="annealing")
     with pytest.raises(ConfigError, match="needs a search space"):
         autometa.search(quadratic, n_trials=2)
+
+
+def test_write_leaves_out_importances_when_trials_cannot_rate_parameters(tmp_path):
+    result = autometa.search(lambda t: 1.0, SPACE, n_trials=3)
+    assert set(result.write(tmp_path)) == {"sweep", "trials", "history"}
+    with pytest.raises(ConfigError, match="same value"):
+        result.importances()
+
+
+def test_trial_report_needs_an_integer_step():
+    def objective(trial):
+        trial.report(1.0, step=0.5)
+        return 0.0
+
+    result = autometa.search(objective, SPACE, n_trials=1)
+    assert "integer step" in result.trials[0].error
