@@ -146,14 +146,18 @@ class Reptile(MAML):
     def meta_backward(self, batch: TaskBatch) -> dict[str, float]:
         params = self.model_params(self.meta_params())
         total = {n: torch.zeros_like(p) for n, p in params.items()}
-        metrics = self.evaluate(batch)
-        for sx, sy, *_ in zip(*batch.tensors):
+        metrics: dict[str, list] = {}
+        for sx, sy, qx, qy in zip(*batch.tensors):
             adapted = self.adapt(sx, sy, meta=self.meta_params(), training=False, steps=self.inner_steps)
             for n in total:
                 total[n] += (params[n] - adapted[n]).detach()
+            with torch.no_grad():  # training metrics: the query set after the training adaptation
+                out = self.predict(adapted, qx)
+                for k, v in query_metrics(self.task, out, qy, self.loss_fn(out, qy)).items():
+                    metrics.setdefault(k, []).append(v)
         for n, p in params.items():
             p.grad = total[n] / len(batch) if p.grad is None else p.grad + total[n] / len(batch)
-        return {k: v.mean().item() for k, v in metrics.items()}
+        return {k: torch.stack(v).mean().item() for k, v in metrics.items()}
 
 
 class iMAML(MAML):  # noqa: N801 - the paper's name
