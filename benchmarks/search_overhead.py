@@ -167,7 +167,7 @@ def main() -> None:
     if args.quick:
         sizes, ray_sizes, repeats, ray_repeats, sweep_trials = (5, 20), (2, 4), 1, 1, 4
     else:
-        sizes, ray_sizes, repeats, ray_repeats, sweep_trials = (20, 200), (4, 16), 3, 2, 16
+        sizes, ray_sizes, repeats, ray_repeats, sweep_trials = (20, 200), (4, 32), 3, 3, 16
 
     report: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
                     "python": platform.python_version(), "load_before": os.getloadavg()}
@@ -216,7 +216,8 @@ def render(report: dict) -> str:
               "Overhead of `autometa.search` on a no-op objective: fixed = wall time of a search of the "
               "small size; marginal = extra wall time per trial between the small and the large size "
               f"(medians of {report['repeats']['in_process']} runs in-process, {report['repeats']['ray']} on Ray; "
-              "Ray already started):", "",
+              "Ray already started; a marginal cost below zero means it is smaller than the run-to-run noise):",
+              "",
               "| backend | sizes | fixed s | marginal ms / trial | marginal ratio to optuna (memory, tpe) |",
               "| --- | --- | --- | --- | --- |"]
     for name, row in report["per_trial"].items():
