@@ -33,6 +33,9 @@ autometa) are paid once per worker rather than once per trial, which made a 8-tr
 torch-importing objective about 4x faster here. State an objective leaves in its process
 (``torch.set_num_threads``, module globals) carries over to the next trial on that worker.
 
+Experiment state is saved after every step of Tune's controller (``TUNE_GLOBAL_CHECKPOINT_S=0``
+unless you set it), so a restored sweep does not re-run trials that had finished.
+
 Storage: ``<out_dir>/ray/<study_name>`` (or ``storage`` as Ray's ``storage_path``); rerunning
 with ``resume=True`` calls ``Tuner.restore`` and finishes the unfinished trials.
 """
@@ -312,7 +315,16 @@ def run(objective, space: SearchSpace, settings: Settings) -> SearchResult:
                 max_concurrent_trials=settings.max_concurrent, reuse_actors=settings.reuse_workers,
                 metric=None if multi else settings.metric_names[0], mode=None if multi else modes[0])
             tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
-        grid = tuner.fit()
+        # Tune saves its experiment state at most every 10 s by default, so a driver killed in that
+        # window re-runs trials that had finished. Saving after every controller step (the
+        # period 0) records each finished trial before the next one is started.
+        saved_period = os.environ.get("TUNE_GLOBAL_CHECKPOINT_S")
+        os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = saved_period if saved_period is not None else "0"
+        try:
+            grid = tuner.fit()
+        finally:
+            if saved_period is None:
+                os.environ.pop("TUNE_GLOBAL_CHECKPOINT_S", None)
         records = []
         # Result objects do not carry the trial's experiment tag (its creation counter); the
         # ResultGrid lists the same trials in the same order, so read the tag there

@@ -64,7 +64,11 @@ def test_killed_sweep_resumes_without_losing_or_repeating_a_finished_trial(tmp_p
 
 @pytest.mark.slow
 def test_killed_ray_sweep_restores_and_finishes_each_trial_once(tmp_path):
-    """Ray restores the experiment: finished trials stay, the interrupted one runs again under its number."""
+    """Ray restores the experiment: finished trials stay, the interrupted one runs again under its number.
+
+    The trial running at the kill may still finish in its worker process after the driver died
+    (its result never reaches the experiment state), so only that trial may appear twice.
+    """
     pytest.importorskip("ray.tune")
     script = tmp_path / "sweep.py"
     script.write_text(KILL_SCRIPT.replace('sampler="random")', 'sampler="random", num_cpus=1)'))
@@ -74,13 +78,16 @@ def test_killed_ray_sweep_restores_and_finishes_each_trial_once(tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     process = subprocess.Popen(args, env=env, start_new_session=True)
     deadline = time.time() + 240
+    running = None
     while time.time() < deadline:
         lines = log.read_text().splitlines() if log.exists() else []
         if sum(ln.startswith("end") for ln in lines) >= 3 and lines[-1].startswith("start"):
+            running = lines[-1].split()[1]
             break
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)  # the driver and the Ray processes it started
     process.wait()
     subprocess.run(args, check=True, timeout=300, env=env)
-    ends = [ln.split() for ln in log.read_text().splitlines() if ln.startswith("end")]
-    assert len(ends) == 8 and len({e[1] for e in ends}) == 8
+    ends = [ln.split()[1] for ln in log.read_text().splitlines() if ln.startswith("end")]
+    assert sorted(set(ends)) == [str(n) for n in range(8)], log.read_text()
+    assert all(ends.count(n) == 1 for n in set(ends) - {running}), log.read_text()
