@@ -17,7 +17,9 @@ Protocol (every number in results.md comes from this script):
 Usage (one part per process, each under 15 minutes on one core):
 
     AUTOMETA_DATA=/work/shared/data OMP_NUM_THREADS=1 nice -n 5 python experiments/optimizers/compare.py quadratic
-    ... compare.py mnist-train ; compare.py mnist-eval ; compare.py generalization --variants ...
+    ... compare.py mnist-train ; compare.py mnist-continue ; compare.py mnist-eval ;
+    ... compare.py generalization --variants ... ; python experiments/optimizers/report.py
+(run_all.sh runs them in order.)
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from autometa.optimizers import (
 )
 
 HERE = Path(__file__).resolve().parent
-OUT = HERE / "results"
+OUT = HERE / "comparison"
 LR_GRID = [10 ** (e / 2) for e in range(-8, 3)]  # 1e-4 .. 10, half-decade steps
 RULES = ["sgd", "momentum", "nesterov", "rmsprop", "adam"]
 SEEDS = {"tune": 11, "meta_train": 12, "test": 13}

@@ -1,4 +1,4 @@
-"""Write experiments/optimizers/results/results.md from the JSON files compare.py produced.
+"""Write experiments/optimizers/comparison/results.md from the JSON files compare.py produced.
 
     python experiments/optimizers/report.py
 """
@@ -9,7 +9,7 @@ import json
 import math
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent / "results"
+OUT = Path(__file__).resolve().parent / "comparison"
 RULES = ["sgd", "momentum", "nesterov", "rmsprop", "adam"]
 SECTIONS = [
     ("quadratic", "Held-out 10-dim quadratics (100 tasks, 100 steps)"),
@@ -69,8 +69,13 @@ def main() -> None:
     lines.append("| --- | --- | --- | --- | --- | --- |")
     for tag, data in train.items():
         m = data["meta_training"]
-        cpu = m["history"][-1].get("cpu_seconds")
-        cpu_text = f"{cpu:.0f} s" if cpu is not None else "not recorded"
+        if m.get("chunks"):  # continued runs: the first chunk predates CPU-time records
+            first = m["iterations"] - sum(c["iterations"] for c in m["chunks"])
+            cpu_text = f"first {first} iterations not recorded; " + ", ".join(
+                f"next {c['iterations']}: {c['cpu_seconds']:.0f} s" for c in m["chunks"])
+        else:
+            cpu = m["history"][-1].get("cpu_seconds")
+            cpu_text = f"{cpu:.0f} s" if cpu is not None else "not recorded"
         lines.append(f"| {tag} | {m['iterations']} x {m['tasks_per_iteration']} | {m['horizon']} / "
                      f"{m['unroll']} | {m['meta_lr']} | {m['seconds']:.0f} s | {cpu_text} |")
     lines.append("")
