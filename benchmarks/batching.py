@@ -56,7 +56,7 @@ def measure(case: dict, modes: list[str], reps: int, steps: int) -> dict:
         model = case["net"]()
         model.load_state_dict(init)
         learners[mode] = MAML(model, inner_lr=case["inner_lr"], inner_steps=1, task=case["task"], batching=mode)
-    grads, times = {}, {m: [] for m in modes}
+    grads, times, cpu_times = {}, {m: [] for m in modes}, {m: [] for m in modes}
     for mode, learner in learners.items():  # warm-up, and the gradient check on batch 0
         learner.zero_grad()
         learner.meta_backward(batches[0])
@@ -64,17 +64,20 @@ def measure(case: dict, modes: list[str], reps: int, steps: int) -> dict:
     for rep in range(reps):
         order = modes[rep % len(modes):] + modes[:rep % len(modes)]
         for mode in order:
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             for batch in batches:
                 learners[mode].zero_grad()
                 learners[mode].meta_backward(batch)
             times[mode].append((time.perf_counter() - start) / steps)
+            cpu_times[mode].append((time.process_time() - cpu_start) / steps)
     ref = grads[modes[0]]
     scale = max(float(r.abs().max()) for r in ref)
     out = {}
     for mode in modes:
         step_s = statistics.median(times[mode])
+        cpu_s = statistics.median(cpu_times[mode])
         out[mode] = {"s_per_step": step_s, "tasks_per_s": case["meta_batch"] / step_s, "all": times[mode],
+                     "cpu_s_per_step": cpu_s, "all_cpu": cpu_times[mode],
                      "grad_rel_diff_vs_loop": max(float((g - r).abs().max()) for g, r in zip(grads[mode], ref)) / scale}
     return out
 
@@ -95,10 +98,12 @@ def main() -> None:
         reps = args.reps
         results["cases"][name] = measure(CASES[name], args.modes, reps, steps)
         print(f"\n{name} (CPU, {args.threads} threads, torch {torch.__version__}, {reps} reps)")
-        print(f"{'batching':10s} {'s/step':>8s} {'tasks/s':>8s} {'vs loop':>8s} {'grad diff vs loop':>18s}")
-        loop = results["cases"][name]["loop"]["s_per_step"]
+        print(f"{'batching':10s} {'s/step':>8s} {'tasks/s':>8s} {'vs loop':>8s} {'CPU s/step':>10s} {'vs loop':>8s} "
+              f"{'grad diff vs loop':>18s}")
+        loop = results["cases"][name]["loop"]
         for mode, r in results["cases"][name].items():
-            print(f"{mode:10s} {r['s_per_step']:8.4f} {r['tasks_per_s']:8.1f} {loop / r['s_per_step']:7.2f}x "
+            print(f"{mode:10s} {r['s_per_step']:8.4f} {r['tasks_per_s']:8.1f} {loop['s_per_step'] / r['s_per_step']:7.2f}x "
+                  f"{r['cpu_s_per_step']:10.4f} {loop['cpu_s_per_step'] / r['cpu_s_per_step']:7.2f}x "
                   f"{r['grad_rel_diff_vs_loop']:18.1e}", flush=True)
     results["load_end"] = os.getloadavg()
     print(f"\nload average {results['load_start']} -> {results['load_end']}")
