@@ -11,16 +11,21 @@ Protocol (DESIGN.md, "Performance protocol"):
   the same interpreter and torch, with the same number of threads;
 - the implementations alternate: each repetition runs all of them, in an order rotated by one
   between repetitions, so that load from other processes affects all of them alike;
-- reported: medians over repetitions of s / meta-step and tasks / s, the ratio to the fastest
-  peer, the peak RSS increase of the meta-steps, and the meta-gradient of the first step
-  compared with autometa's (max over parameters of max|a - b| / max|b|).
+- reported: medians over repetitions of wall and CPU seconds per meta-step (CPU time, of all
+  the worker's threads, is what a loaded machine disturbs least), tasks / s, the ratio to the
+  fastest peer, the peak RSS increase of the meta-steps (every worker imports every library
+  first, so all start from the same heap), and the meta-gradient of a warm-up step on 4 tasks
+  compared with autometa's and with a float64 computation (max |a - b| / max |b| over all
+  parameters together);
+- ``OMP_WAIT_POLICY=PASSIVE`` unless set: OpenMP's default spinning stalls two-thread runs by
+  10x or more when other processes load the CPU.
 - FLOPs of one task counted with ``torch.utils.flop_counter.FlopCounterMode`` and compared
   with the fp32 matmul rate measured in the same run (2048 x 2048 matmuls).
 
 Usage (peers venv built with ../shared/peers/install-peers.sh, autometa installed there)::
 
     AUTOMETA_DATA=/work/shared/data nice -n 5 /work/peers-venv/bin/python benchmarks/maml_peers.py \
-        --ways 5 20 --orders second first --reps 5 --json benchmarks/maml_peers.json
+        --ways 5 20 --orders second first --reps 5 --steps 1 --json benchmarks/maml_peers.json
 
 Timings are printed and written, never asserted.
 """
@@ -28,6 +33,7 @@ Timings are printed and written, never asserted.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -156,6 +162,14 @@ def worker(args) -> None:
     torch.set_num_threads(args.threads)
     from autometa.nets import Conv4
 
+    # every worker imports every library before its baseline, so that each measurement starts
+    # from the same heap (learn2learn alone imports torchvision and gym: without this, its
+    # larger baseline heap has free space that hides part of its meta-step's peak)
+    for library in ("learn2learn", "higher", "torchopt"):
+        try:
+            importlib.import_module(library)
+        except ImportError:
+            pass
     data = torch.load(args.inputs, weights_only=True)
     model = Conv4(1, data["ways"], hidden=64)
     model.load_state_dict(data["init"])
@@ -318,7 +332,8 @@ def driver(args) -> None:
                                   "peak_delta_mib": statistics.median(r["peak_delta_mib"] for r in per_impl[impl]),
                                   "grad_rel_diff_vs_autometa": rel_diff(grads[impl], ref),
                                   "grad_rel_err_vs_float64": rel_diff([g.double() for g in grads[impl]], ref64),
-                                  "all_step_means": [statistics.mean(r["step_times"]) for r in per_impl[impl]]}
+                                  "all_step_means": [statistics.mean(r["step_times"]) for r in per_impl[impl]],
+                                  "all_cpu_means": [statistics.mean(r["cpu_times"]) for r in per_impl[impl]]}
                 results["runs"].append({"ways": ways, "order": order, "flops_per_task": flops, "rows": rows})
                 if args.json:  # after every block, so that an interrupted run keeps what it measured
                     with open(args.json, "w") as f:
