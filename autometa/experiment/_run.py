@@ -23,6 +23,7 @@ import torch
 import yaml
 
 import autometa
+import autometa.optimizers  # noqa: F401  (registers the learner "metalearner_lstm" for configs)
 from autometa.errors import AutometaError, CheckpointError, ConfigError
 from autometa.experiment._config import RESUMABLE_CHANGES, config_diff, load_config
 from autometa.experiment._stats import format_ci, mean_ci

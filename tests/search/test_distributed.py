@@ -25,9 +25,19 @@ DRIVER = """
 import json, sys, time
 import autometa.search
 
+MEETING = sys.argv[2]  # captured by value: in a Ray worker sys.argv is the worker's
+
+
 def objective(trial):
+    import pathlib, uuid
     import ray
-    time.sleep(1.0)  # long enough that both single-CPU nodes hold a trial at once
+    # a barrier: the first trial waits until a second one runs. Each node has one CPU and each
+    # trial needs one, so two trials running at once are on two nodes, however busy the machine.
+    meeting = pathlib.Path(MEETING)
+    (meeting / uuid.uuid4().hex).touch()
+    deadline = time.time() + 120
+    while len(list(meeting.iterdir())) < 2 and time.time() < deadline:
+        time.sleep(0.05)
     trial.set_user_attr("node", ray.get_runtime_context().get_node_id())
     return trial.params["x"] ** 2
 
@@ -113,7 +123,9 @@ def test_sweep_runs_across_two_nodes_started_with_ray_start_and_a_token():
                         f"--object-manager-port={node_objects}", "--min-worker-port=0", "--max-worker-port=0",
                         *common], env=env, check=True, capture_output=True, timeout=120)
 
-        run = subprocess.run([sys.executable, "-c", DRIVER, address], env=env, capture_output=True, text=True,
+        meeting = workdir / "meeting"
+        meeting.mkdir()
+        run = subprocess.run([sys.executable, "-c", DRIVER, address, str(meeting)], env=env, capture_output=True, text=True,
                              timeout=240)
         assert run.returncode == 0, run.stderr[-3000:]
         outcome = json.loads(run.stdout.strip().splitlines()[-1])
@@ -121,7 +133,7 @@ def test_sweep_runs_across_two_nodes_started_with_ray_start_and_a_token():
         assert len(set(outcome["nodes"])) == 2, "the four trials ran on both nodes"
 
         stranger = dict(env, HOME=str(workdir / "elsewhere"))  # no token file, no RAY_AUTH_TOKEN
-        refused = subprocess.run([sys.executable, "-c", DRIVER, address], env=stranger, capture_output=True,
+        refused = subprocess.run([sys.executable, "-c", DRIVER, address, str(meeting)], env=stranger, capture_output=True,
                                  text=True, timeout=120)
         assert refused.returncode != 0 and "refused this driver's authentication token" in refused.stderr
     finally:
