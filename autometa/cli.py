@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     run.set_defaults(func=_cmd_run)
 
-    comp = sub.add_parser("compare", help="hand-crafted vs learned fillers on identical tasks; no config: the quickstart")
+    comp = sub.add_parser("compare", help="hand-crafted vs learned fillers on identical tasks; "
+                                          "no config: the quickstart")
     comp.add_argument("config", nargs="?", help="comparison YAML (default: the built-in offline quickstart)")
     comp.add_argument("--out", help="results directory (default runs/<config>-<time>); finished runs there are reused")
     comp.add_argument("--quiet", action="store_true", help="no progress bars or table")

@@ -31,11 +31,11 @@ import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP
 
-import torch  # noqa: E402
+import torch
 
-from autometa.learners import MAML  # noqa: E402
-from autometa.nets import MLP, Conv4  # noqa: E402
-from autometa.tasks import make_tasks  # noqa: E402
+from autometa.learners import MAML
+from autometa.nets import MLP, Conv4
+from autometa.tasks import make_tasks
 
 CASES = {
     "conv4-omniglot-5w1s": dict(spec={"name": "omniglot", "ways": 5, "shots": 1, "queries": 15}, meta_batch=32,

@@ -39,7 +39,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from autometa.experiment import evaluate, mean_ci
+from autometa.experiment import evaluate
 from autometa.learners import build_learner, seven_segment_mnist
 from autometa.nets import Conv4
 from autometa.tasks import make_tasks

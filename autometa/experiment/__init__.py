@@ -1,9 +1,9 @@
 """Experiments: configs, the run loop, evaluation with confidence intervals."""
 
-from autometa.experiment._config import DEFAULTS, deep_merge, load_config, parse_overrides, validate
-from autometa.experiment._run import Experiment, build_experiment, evaluate, load_checkpoint, run_experiment
 from autometa.experiment._compare import compare, load_compare_config
+from autometa.experiment._config import DEFAULTS, deep_merge, load_config, parse_overrides, validate
 from autometa.experiment._report import print_table, render_report
+from autometa.experiment._run import Experiment, build_experiment, evaluate, load_checkpoint, run_experiment
 from autometa.experiment._stats import format_ci, mean_ci, paired_difference
 
 __all__ = [

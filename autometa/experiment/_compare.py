@@ -111,7 +111,8 @@ def load_compare_config(source) -> dict:
             problems.append(f"{where}: fillers must map at least two filler names to config overrides")
             continue
         if comp.get("reference") not in fillers:
-            problems.append(f"{where}: reference must name one of the fillers {sorted(fillers)}. Got {comp.get('reference')!r}")
+            problems.append(f"{where}: reference must name one of the fillers {sorted(fillers)}. "
+                            f"Got {comp.get('reference')!r}")
         for fname, filler in fillers.items():
             if not isinstance(filler, dict):
                 problems.append(f"{where}: filler {fname!r} must be a mapping of config overrides")
@@ -119,15 +120,15 @@ def load_compare_config(source) -> dict:
             kind = filler.get("kind")
             if kind not in KINDS:
                 problems.append(f"{where}: filler {fname!r} needs kind: hand-crafted or learned. Got {kind!r}")
-            config = deep_merge(comp.get("base", {}), {k: v for k, v in filler.items() if k not in ("kind", "tune", "label")})
             try:
-                load_config({**config, "seed": 0})
+                load_config(_filler_config(comp, filler, 0))
             except ConfigError as exc:
                 problems.append(f"{where}: filler {fname!r}: {exc}".replace("\n", "\n    "))
             tune = filler.get("tune")
             if tune is not None:
                 if kind != "hand-crafted":
-                    problems.append(f"{where}: filler {fname!r}: only hand-crafted fillers are tuned (the learned one learns)")
+                    problems.append(f"{where}: filler {fname!r}: only hand-crafted fillers are tuned "
+                                    f"(the learned one learns)")
                 if not isinstance(tune, dict) or "space" not in tune:
                     problems.append(f"{where}: filler {fname!r}: tune needs a space (and optionally trials, overrides)")
     if problems:

@@ -39,9 +39,9 @@ DEFAULTS: dict = {
         "threads": None,          # torch intra-op threads; None leaves torch's default
         "device": "cpu",
         "progress": True,
-        "time_budget_s": 0,
+        "time_budget_s": 0,       # stop meta-training after this much meta-training time; 0: none
         "cpu_budget_s": 0,        # the same in CPU time of this process (robust to a busy machine)
-        "count_flops": False,     # count the FLOPs of one meta-step and one test task       # stop meta-training after this much meta-training time; 0: none
+        "count_flops": False,     # count the FLOPs of one meta-step and one test task
         "val_seed": 1234,
         "test_seed": 4321,
     },

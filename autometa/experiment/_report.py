@@ -27,7 +27,7 @@ def _headline(entry: dict) -> dict:
 def table_rows(comp: dict) -> list[list[str]]:
     metric = comp["metric"]
     rows = []
-    for name, e in comp["fillers"].items():
+    for e in comp["fillers"].values():
         c = e["cost"]
         vs = e.get("vs_reference")
         diff = "reference" if vs is None else (
@@ -102,7 +102,7 @@ def _plot_curves(comp: dict, out: Path, path: Path) -> bool:
     scale = 100 if comp["metric"] == "accuracy" else 1
     fig, (by_step, by_time) = plt.subplots(1, 2, figsize=(9, 3.4))
     drawn = False
-    for name, e in comp["fillers"].items():
+    for e in comp["fillers"].values():
         curves = [_read_curve(out / d, key) for d in e["run_dirs"]]
         curves = [c for c in curves if len(c[0]) > 1]
         if not curves:
@@ -133,7 +133,7 @@ def _plot_cost(comp: dict, path: Path) -> None:
 
     scale = 100 if comp["metric"] == "accuracy" else 1
     fig, ax = plt.subplots(figsize=(5, 3.6))
-    for name, e in comp["fillers"].items():
+    for e in comp["fillers"].values():
         h = _headline(e)
         cost = max(e["cost"]["meta_train_time_s"], 1e-2)
         ax.errorbar(cost, h["mean"] * scale, yerr=(h["ci95"] or 0) * scale, fmt="o", capsize=4,
@@ -216,7 +216,8 @@ def render_report(out_dir) -> Path:
             break
     lines += [f"Machine: {platform.machine()} {versions.get('processor') or ''}, device "
               f"{next(iter(report['comparisons'][0]['fillers'].values()))['cost']['device']}, torch "
-              f"{versions.get('torch', '?')}. Total time {report.get('total_time_s', '?')} s. Seeds: {report['seeds']}.",
+              f"{versions.get('torch', '?')}. Total time {report.get('total_time_s', '?')} s. "
+              f"Seeds: {report['seeds']}.",
               "", "Every filler of a comparison was meta-trained on the same task stream and tested on the same "
               "test tasks (checked by a digest of the tasks). Metric: mean ± 95% CI over seeds (over test tasks "
               "when there is one seed). Δ: paired difference to the reference over test tasks (each task's "

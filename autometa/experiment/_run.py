@@ -23,7 +23,7 @@ import torch
 import yaml
 
 import autometa
-import autometa.optimizers  # noqa: F401  (registers the learner "metalearner_lstm" for configs)
+import autometa.optimizers
 from autometa.errors import AutometaError, CheckpointError, ConfigError
 from autometa.experiment._config import RESUMABLE_CHANGES, config_diff, load_config
 from autometa.experiment._stats import format_ci, mean_ci
@@ -264,7 +264,8 @@ def run_experiment(config: dict | str, out_dir: str | os.PathLike | None = None,
                        or (bool(run["cpu_budget_s"]) and cpu_elapsed >= run["cpu_budget_s"]))
         last = step == total_steps or out_of_time
         if step % run["log_every"] == 0 or last:
-            record({"step": step, "time_s": round(elapsed, 3), "cpu_time_s": round(cpu_elapsed, 3), **{f"train_{k}": v for k, v in train_metrics.items()}})
+            record({"step": step, "time_s": round(elapsed, 3), "cpu_time_s": round(cpu_elapsed, 3),
+                    **{f"train_{k}": v for k, v in train_metrics.items()}})
             bar.set_postfix({k: f"{v:.3f}" for k, v in train_metrics.items()}, refresh=False)
         if exp.val is not None and (step % run["validate_every"] == 0 or last):
             val = evaluate(learner, exp.val, run["val_tasks"], run["eval_batch"], run["val_seed"], device)

@@ -91,7 +91,7 @@ def implicit_grad(inner_loss: Callable[[Params, Params], Tensor],
         d_outer_m = [torch.zeros_like(m) if g is None else g for g, m in zip(d_outer[len(p_list):], m_list)]
 
         inner_grads = torch.autograd.grad(inner_loss(params, meta), p_list, create_graph=True)
-        matvec = lambda v: _hvp(inner_grads, p_list, v)  # noqa: E731
+        matvec = lambda v: _hvp(inner_grads, p_list, v)
         if method == "cg":
             v = conjugate_gradient(matvec, d_outer_p, iterations, tol)
         else:

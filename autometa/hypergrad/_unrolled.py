@@ -67,11 +67,12 @@ def unroll(step: Callable[[Params], Params], params: Params, steps: int,
     instead of being stored: memory grows with one step, not ``steps`` of them, for about one
     extra forward per step.
     """
+    names = list(params)
     for _ in range(steps):
         if checkpoint and torch.is_grad_enabled():
-            names = list(params)
+            # the function is re-run during the backward pass, after this loop has moved on
             values = _checkpoint(lambda *vs: tuple(step(dict(zip(names, vs))).values()),
-                                 *params.values(), use_reentrant=False)
+                                 *(params[n] for n in names), use_reentrant=False)
             params = dict(zip(names, values))
         else:
             params = step(params)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
 from autometa.errors import ConfigError, TaskSpecError
 from autometa.hypergrad import inner_sgd

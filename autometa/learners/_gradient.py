@@ -160,7 +160,7 @@ class Reptile(MAML):
         return {k: torch.stack(v).mean().item() for k, v in metrics.items()}
 
 
-class iMAML(MAML):  # noqa: N801 - the paper's name
+class iMAML(MAML):
     """Implicit MAML: the inner problem is regularised toward ω and differentiated implicitly.
 
     Inner problem: ``min_φ L_support(φ) + reg/2 ||φ - ω||²``, approximately solved with
@@ -199,11 +199,11 @@ class iMAML(MAML):  # noqa: N801 - the paper's name
         for sx, sy, qx, qy in zip(*batch.tensors):
             solution = self.adapt(sx, sy, meta=self.meta_params(), training=True)
 
-            def inner_loss(p, m):
+            def inner_loss(p, m, sx=sx, sy=sy):
                 fit = self.loss_fn(functional_forward(self.model, p, sx), sy)
                 return fit + 0.5 * self.reg * sum(((p[k] - m[k]) ** 2).sum() for k in p)
 
-            def outer_loss(p, m):
+            def outer_loss(p, m, qx=qx, qy=qy):
                 return self.loss_fn(functional_forward(self.model, p, qx), qy)
 
             grads = implicit_grad(inner_loss, outer_loss, solution, params, self.method, self.cg_steps)

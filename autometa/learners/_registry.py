@@ -10,7 +10,14 @@ from autometa.errors import ConfigError
 from autometa.learners._base import Learner
 from autometa.learners._baselines import NearestNeighbor, Pretrained
 from autometa.learners._gradient import ANIL, FOMAML, MAML, MetaSGD, Reptile, iMAML
-from autometa.learners._metric import GraphNet, MatchingNet, ProtoNet, RelationNet, SiameseNet, ZeroShotProtoNet
+from autometa.learners._metric import (
+    GraphNet,
+    MatchingNet,
+    ProtoNet,
+    RelationNet,
+    SiameseNet,
+    ZeroShotProtoNet,
+)
 
 LEARNERS: dict[str, type[Learner]] = {
     "maml": MAML, "fomaml": FOMAML, "anil": ANIL, "metasgd": MetaSGD, "reptile": Reptile,

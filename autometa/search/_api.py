@@ -193,7 +193,8 @@ def search(objective_or_config, space=None, *, backend: str = "optuna", n_trials
     if callable(objective_or_config):
         objective, default_names, default_dirs = objective_or_config, None, None
         if metric is not None or overrides:
-            raise ConfigError("metric and overrides apply to config sweeps; a Python objective returns its value itself.")
+            raise ConfigError("metric and overrides apply to config sweeps; "
+                              "a Python objective returns its value itself.")
     elif isinstance(objective_or_config, (dict, str, os.PathLike)):
         objective, default_names, default_dirs = _config_objective(objective_or_config, space, metric, overrides, out)
     else:

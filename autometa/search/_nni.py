@@ -187,7 +187,7 @@ def run(objective, space: SearchSpace, settings: Settings) -> SearchResult:
         assessor = MedianstopAssessor(optimize_mode=settings.directions[0], **settings.pruner_options)
     if journal is not None:
         journal.parent.mkdir(parents=True, exist_ok=True)
-    log = open(journal, "a") if journal is not None else None  # noqa: SIM115 - closed in the finally below
+    log = open(journal, "a") if journal is not None else None
     finished = len(kept)
     retry = [entry["params"] for entry in interrupted]
     start = time.perf_counter()
@@ -217,7 +217,7 @@ def run(objective, space: SearchSpace, settings: Settings) -> SearchResult:
                 state = "pruned"
                 if trial.intermediate:
                     values = [trial.intermediate[max(trial.intermediate)]]
-            except Exception as exc:  # noqa: BLE001 - any error of the objective fails only its trial
+            except Exception as exc:
                 state, error = "failed", error_text(exc)
             if from_tuner:
                 with _private_global_rng(rng_state):

@@ -226,7 +226,7 @@ def _write_idx_folder(folder: Path, seed: int = 0, compress=(True, False, True, 
     stems = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
              "t10k-labels-idx1-ubyte")
     folder.mkdir(parents=True, exist_ok=True)
-    for (key, array), stem, gz in zip(arrays.items(), stems, compress):
+    for (_key, array), stem, gz in zip(arrays.items(), stems, compress):
         data = _idx_bytes(array)
         if gz:
             (folder / f"{stem}.gz").write_bytes(gzip.compress(data))

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from autometa.hypergrad import inner_sgd, sgd_step
-from autometa.learners import MAML, FOMAML, MetaSGD, Reptile
+from autometa.learners import FOMAML, MAML, MetaSGD, Reptile
 from autometa.nets import MLP, Conv4, functional_forward
 
 torch.set_default_dtype(torch.float32)
@@ -39,7 +39,7 @@ def naive_maml_grad(params, lrs, steps, sx, sy, qx, qy):
 
 
 def engine_grad(params, lrs, steps, sx, sy, qx, qy, first_order=False, checkpoint=False):
-    loss_fn = lambda p: ((naive_mlp(p, sx) - sy) ** 2).mean()  # noqa: E731
+    loss_fn = lambda p: ((naive_mlp(p, sx) - sy) ** 2).mean()
     adapted = inner_sgd(loss_fn, params, steps, lrs, first_order=first_order, checkpoint=checkpoint)
     outer = ((naive_mlp(adapted, qx) - qy) ** 2).mean()
     leaves = list(params.values()) + [v for v in lrs.values() if torch.is_tensor(v) and v.requires_grad]
@@ -107,7 +107,7 @@ def test_first_order_is_query_gradient_at_adapted_params():
 
 def test_sgd_step_adapts_only_selected_parameters():
     params = make_params()
-    loss_fn = lambda p: (naive_mlp(p, data(1, 4)[0]) ** 2).sum()  # noqa: E731
+    loss_fn = lambda p: (naive_mlp(p, data(1, 4)[0]) ** 2).sum()
     new = sgd_step(loss_fn, params, 0.1, adapt=lambda n: n.startswith("w2") or n.startswith("b2"))
     assert new["w1"] is params["w1"] and not torch.equal(new["w2"], params["w2"])
 

@@ -10,8 +10,16 @@ import torch.nn.functional as F
 from autometa.data import ArrayDataset
 from autometa.errors import AutometaError, ConfigError, TaskSpecError
 from autometa.learners import (
-    LEARNERS, ClassAttributeTasks, GraphNet, MatchingNet, MetricLearner, ProtoNet, RelationNet,
-    SiameseNet, ZeroShotProtoNet, build_learner,
+    LEARNERS,
+    ClassAttributeTasks,
+    GraphNet,
+    MatchingNet,
+    MetricLearner,
+    ProtoNet,
+    RelationNet,
+    SiameseNet,
+    ZeroShotProtoNet,
+    build_learner,
 )
 from autometa.learners._metric import SEVEN_SEGMENT, conv_feature_maps, seven_segment_vectors
 from autometa.nets import MLP, Conv4, params_of

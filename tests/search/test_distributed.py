@@ -125,16 +125,15 @@ def test_sweep_runs_across_two_nodes_started_with_ray_start_and_a_token():
 
         meeting = workdir / "meeting"
         meeting.mkdir()
-        run = subprocess.run([sys.executable, "-c", DRIVER, address, str(meeting)], env=env, capture_output=True, text=True,
-                             timeout=240)
+        driver = [sys.executable, "-c", DRIVER, address, str(meeting)]
+        run = subprocess.run(driver, env=env, capture_output=True, text=True, timeout=240)
         assert run.returncode == 0, run.stderr[-3000:]
         outcome = json.loads(run.stdout.strip().splitlines()[-1])
         assert outcome["states"] == ["complete"] * 4 and outcome["numbers"] == [0, 1, 2, 3]
         assert len(set(outcome["nodes"])) == 2, "the four trials ran on both nodes"
 
         stranger = dict(env, HOME=str(workdir / "elsewhere"))  # no token file, no RAY_AUTH_TOKEN
-        refused = subprocess.run([sys.executable, "-c", DRIVER, address, str(meeting)], env=stranger, capture_output=True,
-                                 text=True, timeout=120)
+        refused = subprocess.run(driver, env=stranger, capture_output=True, text=True, timeout=120)
         assert refused.returncode != 0 and "refused this driver's authentication token" in refused.stderr
     finally:
         _stop_cluster(marker)

@@ -106,7 +106,8 @@ def test_omniglot_vinyals_and_lake_splits_are_disjoint():
     for scheme in ("vinyals", "lake"):
         parts = omniglot_splits(data, scheme)
         sets = {k: set(v.tolist()) for k, v in parts.items()}
-        assert not (sets["train"] & sets["val"]) and not (sets["train"] & sets["test"]) and not (sets["val"] & sets["test"])
+        assert not (sets["train"] & sets["val"]) and not (sets["train"] & sets["test"])
+        assert not (sets["val"] & sets["test"])
     vin = omniglot_splits(data, "vinyals")
     assert len(vin["train"]) + len(vin["val"]) == 1200 and len(vin["test"]) == 423
     lake = omniglot_splits(data, "lake")
