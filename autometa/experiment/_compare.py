@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import threading
 import time
@@ -153,8 +154,14 @@ def _tune(comp: dict, fname: str, filler: dict, out: Path, log) -> dict:
     config = _filler_config(comp, filler, comp["tune_seed"])
     config = deep_merge(config, tune.get("overrides", {}))
     log(f"tuning {fname} ({tune.get('trials', 8)} trials, Optuna TPE on validation tasks)")
-    result = search(config, tune["space"], backend="optuna", n_trials=tune.get("trials", 8), seed=0,
-                    out_dir=out / "tuning" / fname, resume=(out / "tuning" / fname).exists())
+    optuna_log = logging.getLogger("optuna")  # one line per trial would break the progress bar
+    level = optuna_log.level
+    optuna_log.setLevel(logging.WARNING)
+    try:
+        result = search(config, tune["space"], backend="optuna", n_trials=tune.get("trials", 8), seed=0,
+                        out_dir=out / "tuning" / fname, resume=(out / "tuning" / fname).exists())
+    finally:
+        optuna_log.setLevel(level)
     best = dict(result.best_params)
     log(f"  best {fname}: {best} (validation {result.best_value:.4g})")
     return {"params": best, "value": result.best_value, "trials": len(result.trials),
