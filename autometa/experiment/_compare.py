@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import os
 import threading
 import time
@@ -154,14 +153,15 @@ def _tune(comp: dict, fname: str, filler: dict, out: Path, log) -> dict:
     config = _filler_config(comp, filler, comp["tune_seed"])
     config = deep_merge(config, tune.get("overrides", {}))
     log(f"tuning {fname} ({tune.get('trials', 8)} trials, Optuna TPE on validation tasks)")
-    optuna_log = logging.getLogger("optuna")  # one line per trial would break the progress bar
-    level = optuna_log.level
-    optuna_log.setLevel(logging.WARNING)
+    from autometa.search._optuna import optuna  # the backend imports Optuna; here only to quiet it
+
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial would break the progress bar
     try:
         result = search(config, tune["space"], backend="optuna", n_trials=tune.get("trials", 8), seed=0,
                         out_dir=out / "tuning" / fname, resume=(out / "tuning" / fname).exists())
     finally:
-        optuna_log.setLevel(level)
+        optuna.logging.set_verbosity(verbosity)
     best = dict(result.best_params)
     log(f"  best {fname}: {best} (validation {result.best_value:.4g})")
     return {"params": best, "value": result.best_value, "trials": len(result.trials),
