@@ -112,12 +112,14 @@ def throughput(reps: int, train_episodes: int, eval_episodes: int) -> list[dict]
         rows.append(row)
     base = rows[0]
     for row in rows:
-        row["train_cost_vs_protonet_5w1s"] = base["train_episodes_per_cpu_s"] / row["train_episodes_per_cpu_s"]
-        row["eval_cost_vs_protonet_5w1s"] = base["eval_episodes_per_cpu_s"] / row["eval_episodes_per_cpu_s"]
+        for key in ("train", "eval"):
+            rate = f"{key}_episodes_per_cpu_s"
+            row[f"{key}_cost_vs_protonet_5w1s"] = base[rate] / row[rate]
     print(f"{'learner':32s} {'train ep/s':>10s} {'(wall)':>7s} {'x cost':>6s} {'GFLOP/s':>7s} "
           f"{'eval ep/s':>9s} {'(wall)':>7s} {'x cost':>6s}")
     for r in rows:
-        print(f"{r['learner']:32s} {r['train_episodes_per_cpu_s']:10.2f} {r['train_episodes_per_wall_s']:7.2f} "
+        print(f"{r['learner']:32s} {r['train_episodes_per_cpu_s']:10.2f} "
+              f"{r['train_episodes_per_wall_s']:7.2f} "
               f"{r['train_cost_vs_protonet_5w1s']:6.2f} {r['train_gflops_per_cpu_s']:7.1f} "
               f"{r['eval_episodes_per_cpu_s']:9.2f} {r['eval_episodes_per_wall_s']:7.2f} "
               f"{r['eval_cost_vs_protonet_5w1s']:6.2f}")
@@ -129,8 +131,8 @@ def zeroshot(steps: int, test_tasks: int, seed: int = 0) -> dict:
     train = seven_segment_mnist("train", ways=5, queries=15)
     test = seven_segment_mnist("test", queries=15)
     torch.manual_seed(seed)
-    learner = build_learner({"name": "zeroshot_protonet", "class_dim": 7}, Conv4(out_features=None, hidden=64),
-                            "classification")
+    learner = build_learner({"name": "zeroshot_protonet", "class_dim": 7},
+                            Conv4(out_features=None, hidden=64), "classification")
     untrained = evaluate(learner, test, test_tasks, 50, seed=4321)["accuracy"]
     optimizer = torch.optim.Adam(learner.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(seed)
@@ -140,7 +142,8 @@ def zeroshot(steps: int, test_tasks: int, seed: int = 0) -> dict:
         metrics = learner.meta_backward(train.sample(1, gen))
         optimizer.step()
         if step % 100 == 0:
-            print(f"step {step}: train loss {metrics['loss']:.3f} accuracy {metrics['accuracy']:.3f}", file=sys.stderr)
+            print(f"step {step}: train loss {metrics['loss']:.3f} accuracy {metrics['accuracy']:.3f}",
+                  file=sys.stderr)
     train_cpu, train_wall = time.process_time() - c0, time.perf_counter() - w0
     trained = evaluate(learner, test, test_tasks, 50, seed=4321)["accuracy"]
     result = {"steps": steps, "train_cpu_s": train_cpu, "train_wall_s": train_wall,
@@ -162,11 +165,12 @@ def evaluate_checkpoint(config_path: str, checkpoint: str, overrides: list[str],
     exp = build_experiment(config)
     exp.learner.load_state_dict(load_checkpoint(checkpoint)["learner"])
     c0, w0 = time.process_time(), time.perf_counter()
-    test = evaluate(exp.learner, exp.test, test_tasks, config["run"]["eval_batch"], config["run"]["test_seed"])
+    run = config["run"]
+    test = evaluate(exp.learner, exp.test, test_tasks, run["eval_batch"], run["test_seed"])
     acc = test["accuracy"]
-    result = {"config": config_path, "checkpoint": checkpoint, "overrides": overrides, "tasks": config["tasks"],
-              "accuracy": {k: acc[k] for k in ("mean", "ci95", "n")}, "eval_cpu_s": time.process_time() - c0,
-              "eval_wall_s": time.perf_counter() - w0}
+    result = {"config": config_path, "checkpoint": checkpoint, "overrides": overrides,
+              "tasks": config["tasks"], "accuracy": {k: acc[k] for k in ("mean", "ci95", "n")},
+              "eval_cpu_s": time.process_time() - c0, "eval_wall_s": time.perf_counter() - w0}
     print(f"{config['tasks'].get('ways')}-way {config['tasks'].get('shots')}-shot test accuracy "
           f"{100 * acc['mean']:.2f} ± {100 * acc['ci95']:.2f}% over {acc['n']} episodes "
           f"({result['eval_cpu_s']:.0f} s CPU, {result['eval_wall_s']:.0f} s wall)")
@@ -195,7 +199,8 @@ def main() -> None:
     else:
         if not (args.config and args.checkpoint):
             parser.error("evaluate needs CONFIG and CHECKPOINT")
-        out = {"machine": machine, **evaluate_checkpoint(args.config, args.checkpoint, args.set, args.test_tasks)}
+        result = evaluate_checkpoint(args.config, args.checkpoint, args.set, args.test_tasks)
+        out = {"machine": machine, **result}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)

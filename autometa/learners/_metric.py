@@ -74,7 +74,8 @@ def check_support_labels(owner: str, support_y: Tensor) -> tuple[int, int]:
     result = None
     for i, row in enumerate(rows.cpu()):
         if int(row.min()) < 0:
-            raise TaskSpecError(f"{owner}: support labels must be 0..ways-1. Task {i} has label {int(row.min())}.")
+            raise TaskSpecError(f"{owner}: support labels must be 0..ways-1. Task {i} has label "
+                                f"{int(row.min())}.")
         counts = torch.bincount(row)
         if (counts == 0).any():
             missing = torch.nonzero(counts == 0).flatten().tolist()
@@ -488,8 +489,8 @@ class RelationNet(MetricLearner):
         member, present = class_membership(support_y, support.dtype)
         classes = torch.einsum("nc,n...->c...", member, support)  # sum over each class's shots
         q, c = len(queries), len(classes)
-        pairs = torch.cat([classes[None].expand(q, *classes.shape), queries[:, None].expand(q, c, *queries.shape[1:])],
-                          dim=2)
+        pairs = torch.cat([classes[None].expand(q, *classes.shape),
+                           queries[:, None].expand(q, c, *queries.shape[1:])], dim=2)
         pair_weight = present.to(support.dtype).expand(q, c).reshape(q * c)
         relations = self.call(meta, "relation", pairs.reshape(q * c, *pairs.shape[2:]), pair_weight)
         return relations.reshape(q, c), present
@@ -650,7 +651,8 @@ class GraphNet(MetricLearner):
 
     def scores(self, meta, support_x, support_y, query_x):
         support, queries = self.embed(meta, support_x, query_x)
-        labels = (support_y[:, None] == torch.arange(self.max_ways, device=support_y.device)).to(support.dtype)
+        ways_range = torch.arange(self.max_ways, device=support_y.device)
+        labels = (support_y[:, None] == ways_range).to(support.dtype)
         present = labels.sum(0) > 0
         uniform = labels.mean(0)  # 1/ways on the episode's classes, as the shots are equal
         support_nodes = torch.cat([support, labels], -1)
@@ -658,7 +660,8 @@ class GraphNet(MetricLearner):
         for start in range(0, len(queries), self.query_chunk):
             chunk = queries[start:start + self.query_chunk]
             query_nodes = torch.cat([chunk, uniform.expand(len(chunk), -1)], -1)
-            nodes = torch.cat([support_nodes.expand(len(chunk), *support_nodes.shape), query_nodes[:, None]], 1)
+            nodes = torch.cat([support_nodes.expand(len(chunk), *support_nodes.shape),
+                               query_nodes[:, None]], 1)
             logits.append(self.call(meta, "graph", nodes)[:, -1])
         columns = len(present) if _is_transformed(support_y) else int(support_y.max()) + 1
         return torch.cat(logits)[:, :columns], present[:columns]
@@ -707,7 +710,8 @@ class ZeroShotProtoNet(MetricLearner):
         if support_x.dim() != 2 or support_x.shape[-1] != self.class_dim:
             raise TaskSpecError(f"ZeroShotProtoNet expects one meta-data vector of length class_dim="
                                 f"{self.class_dim} per class in the support slot. Got support_x of shape "
-                                f"{tuple(support_x.shape)}; set learner.class_dim or use ClassAttributeTasks.")
+                                f"{tuple(support_x.shape)}; set learner.class_dim or use "
+                                f"ClassAttributeTasks.")
         (queries,) = self.embed(meta, query_x)
         vectors = self.call(meta, "class_encoder", support_x)
         if self.normalize:

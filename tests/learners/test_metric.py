@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
@@ -257,10 +259,10 @@ def test_protonet_trains_with_more_ways_than_it_tests():
 
 
 def test_registry_head_flag_and_search_spaces():
-    for name, cls in [("protonet", ProtoNet), ("matchingnet", MatchingNet), ("relationnet", RelationNet),
-                      ("siamese", SiameseNet), ("graphnet", GraphNet), ("zeroshot_protonet", ZeroShotProtoNet)]:
+    for name, cls in [("protonet", ProtoNet), ("matchingnet", MatchingNet),
+                      ("relationnet", RelationNet), ("siamese", SiameseNet), ("graphnet", GraphNet),
+                      ("zeroshot_protonet", ZeroShotProtoNet)]:
         assert LEARNERS[name] is cls and issubclass(cls, MetricLearner) and cls.HEAD is False
-        import inspect
         accepted = set(inspect.signature(cls.__init__).parameters)
         assert cls.space() and set(cls.space()) <= accepted
         assert "References:" in cls.__doc__
