@@ -25,7 +25,7 @@ import yaml
 import autometa
 import autometa.optimizers
 from autometa.errors import AutometaError, CheckpointError, ConfigError
-from autometa.experiment._config import RESUMABLE_CHANGES, config_diff, load_config
+from autometa.experiment._config import DEFAULTS, RESUMABLE_CHANGES, config_diff, deep_merge, load_config
 from autometa.experiment._stats import format_ci, mean_ci
 from autometa.learners import LEARNERS, Learner, build_learner
 from autometa.nets import build_net
@@ -178,7 +178,8 @@ def run_experiment(config: dict | str, out_dir: str | os.PathLike | None = None,
             saved = yaml.safe_load((out / "config.yaml").read_text()) if (out / "config.yaml").exists() else None
             if saved is None:
                 raise CheckpointError(f"{out} holds no config.yaml to resume from. Start a new run instead.")
-            changed = [k for k in config_diff(saved, config) if k not in RESUMABLE_CHANGES]
+            # defaults added since the run started are not differences
+            changed = [k for k in config_diff(deep_merge(DEFAULTS, saved), config) if k not in RESUMABLE_CHANGES]
             if changed:
                 raise CheckpointError(f"Cannot resume {out}: the config differs in {changed}. "
                                       f"Resume with the same config, or start a new run in another directory.")

@@ -133,3 +133,13 @@ def test_errors_derive_from_base_and_builtin():
     assert issubclass(ConfigError, AutometaError) and issubclass(ConfigError, ValueError)
     assert issubclass(CheckpointError, AutometaError)
     torch.manual_seed(0)
+
+
+def test_resume_accepts_a_run_saved_before_a_new_default_was_added(tmp_path):
+    import yaml
+
+    run_experiment(SINE, tmp_path / "run", overrides=["outer.steps=4"])
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    del saved["run"]["count_flops"]  # as written by an older autometa
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert run_experiment(SINE, tmp_path / "run", resume=True)["steps"] == 12
