@@ -29,7 +29,7 @@ def quickstart_config(use_omniglot: bool | None = None) -> dict:
     """The quickstart comparison config (Omniglot for part 3 when found, digits otherwise)."""
     if use_omniglot is None:
         use_omniglot = omniglot_available()
-    sine_run = {"validate_every": 250, "val_tasks": 200, "test_tasks": 600, "eval_batch": 200,
+    sine_run = {"validate_every": 250, "val_tasks": 100, "test_tasks": 600, "eval_batch": 200,
                 "checkpoint_every": 0, "log_every": 50, "threads": 1}
     sine = {
         "name": "sinusoid_init", "slot": "initialization",
@@ -40,7 +40,7 @@ def quickstart_config(use_omniglot: bool | None = None) -> dict:
         "reference": "random",
         "base": {"tasks": {"name": "sinusoid", "shots": 10, "queries": 10},
                  "model": {"name": "mlp", "hidden": [40, 40]},
-                 "outer": {"optimizer": "adam", "lr": 0.001, "meta_batch": 25, "steps": 1500},
+                 "outer": {"optimizer": "adam", "lr": 0.001, "meta_batch": 25, "steps": 1000},
                  "run": sine_run},
         "fillers": {
             "random": {"kind": "hand-crafted", "label": "random init",
@@ -61,13 +61,13 @@ def quickstart_config(use_omniglot: bool | None = None) -> dict:
         "reference": "sgd_tuned",
         "base": {"tasks": {"name": "sinusoid", "shots": 5, "queries": 10},
                  "model": {"name": "mlp", "hidden": [40, 40]},
-                 "outer": {"optimizer": "adam", "lr": 0.001, "meta_batch": 25, "steps": 1500},
+                 "outer": {"optimizer": "adam", "lr": 0.001, "meta_batch": 25, "steps": 1000},
                  "run": sine_run},
         "fillers": {
             "sgd_tuned": {"kind": "hand-crafted", "label": "SGD, tuned lr",
                           "learner": {"name": "maml", "inner_lr": 0.01, "inner_steps": 1},
                           "tune": {"trials": 6, "space": {"learner.inner_lr": {"float": [0.001, 0.5], "log": True}},
-                                   "overrides": {"outer": {"steps": 400}, "run": {"validate_every": 400}}}},
+                                   "overrides": {"outer": {"steps": 300}, "run": {"validate_every": 300}}}},
             "metasgd": {"kind": "learned", "label": "Meta-SGD",
                         "learner": {"name": "metasgd", "inner_lr": 0.01, "inner_steps": 1}},
         },
@@ -75,13 +75,13 @@ def quickstart_config(use_omniglot: bool | None = None) -> dict:
     if use_omniglot:
         tasks = {"name": "omniglot", "ways": 5, "shots": 1, "queries": 5}
         model = {"name": "conv4", "hidden": 32}
-        steps, maml_steps, data_note = 300, 200, "Omniglot (Vinyals split, 28x28, rotations as classes)"
+        steps, data_note = 150, "Omniglot (Vinyals split, 28x28, rotations as classes)"
     else:
         tasks = {"name": "digits", "ways": 5, "shots": 1, "queries": 5,
                  "classes": {"train": 5, "val": 0, "test": 5}}
         model = {"name": "conv4", "hidden": 32, "blocks": 3}
-        steps, maml_steps, data_note = 300, 300, "scikit-learn's 8x8 digits (classes 0-4 train, 5-9 test)"
-    cls_run = {"validate_every": 0 if not use_omniglot else 100, "val_tasks": 100, "test_tasks": 600,
+        steps, data_note = 300, "scikit-learn's 8x8 digits (classes 0-4 train, 5-9 test)"
+    cls_run = {"validate_every": 0 if not use_omniglot else 50, "val_tasks": 50, "test_tasks": 600,
                "eval_batch": 50, "checkpoint_every": 0, "log_every": 25, "threads": 2}
     classification = {
         "name": "fewshot_classification", "slot": "initialization and embedding",
@@ -100,8 +100,7 @@ def quickstart_config(use_omniglot: bool | None = None) -> dict:
             "nearest": {"kind": "hand-crafted", "label": "nearest neighbour",
                         "learner": {"name": "nearest_neighbor"}},
             "maml": {"kind": "learned", "label": "MAML",
-                     "learner": {"name": "maml", "inner_lr": 0.4, "inner_steps": 1, "eval_inner_steps": 3},
-                     "outer": {"steps": maml_steps}},
+                     "learner": {"name": "maml", "inner_lr": 0.4, "inner_steps": 1, "eval_inner_steps": 3}},
             "protonet": {"kind": "learned", "label": "ProtoNet", "learner": {"name": "protonet"}},
         },
     }
