@@ -40,7 +40,7 @@ def quickstart_config(use_omniglot: bool | None = None) -> dict:
         "reference": "random",
         "base": {"tasks": {"name": "sinusoid", "shots": 10, "queries": 10},
                  "model": {"name": "mlp", "hidden": [40, 40]},
-                 "outer": {"optimizer": "adam", "lr": 0.001, "meta_batch": 25, "steps": 1000},
+                 "outer": {"optimizer": "adam", "lr": 0.001, "meta_batch": 25, "steps": 1500},
                  "run": sine_run},
         "fillers": {
             "random": {"kind": "hand-crafted", "label": "random init",
@@ -61,7 +61,7 @@ def quickstart_config(use_omniglot: bool | None = None) -> dict:
         "reference": "sgd_tuned",
         "base": {"tasks": {"name": "sinusoid", "shots": 5, "queries": 10},
                  "model": {"name": "mlp", "hidden": [40, 40]},
-                 "outer": {"optimizer": "adam", "lr": 0.001, "meta_batch": 25, "steps": 1000},
+                 "outer": {"optimizer": "adam", "lr": 0.001, "meta_batch": 25, "steps": 1500},
                  "run": sine_run},
         "fillers": {
             "sgd_tuned": {"kind": "hand-crafted", "label": "SGD, tuned lr",
@@ -75,7 +75,7 @@ def quickstart_config(use_omniglot: bool | None = None) -> dict:
     if use_omniglot:
         tasks = {"name": "omniglot", "ways": 5, "shots": 1, "queries": 5}
         model = {"name": "conv4", "hidden": 32}
-        steps, data_note = 150, "Omniglot (Vinyals split, 28x28, rotations as classes)"
+        steps, data_note = 250, "Omniglot (Vinyals split, 28x28, rotations as classes)"
     else:
         tasks = {"name": "digits", "ways": 5, "shots": 1, "queries": 5,
                  "classes": {"train": 5, "val": 0, "test": 5}}

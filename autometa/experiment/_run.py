@@ -111,12 +111,22 @@ def evaluate(learner: Learner, tasks: TaskDistribution, count: int, batch_size: 
     return {**{k: mean_ci(v) for k, v in values.items()}, "values": values, "digest": digest.hexdigest()}
 
 
-def count_flops(fn, *args):
-    """``(fn(*args), floating-point operations it performed)`` by ``torch.utils.flop_counter``."""
+def count_flops(learner: Learner, fn, batch):
+    """``(fn(batch), floating-point operations it performed)`` by ``torch.utils.flop_counter``.
+
+    The counter sees only the calling thread, so a learner that would split tasks over threads
+    runs this one call as the equivalent loop.
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
-        result = fn(*args)
+    mode = learner.batching
+    if learner._mode(batch) == "threads":
+        learner.batching = "loop"
+    try:
+        with FlopCounterMode(display=False) as counter:
+            result = fn(batch)
+    finally:
+        learner.batching = mode
     return result, int(counter.get_total_flops())
 
 
@@ -250,7 +260,7 @@ def run_experiment(config: dict | str, out_dir: str | os.PathLike | None = None,
         batch = batch.to(device)
         optimizer.zero_grad(set_to_none=True)
         if run["count_flops"] and flops["meta_step"] is None:
-            train_metrics, flops["meta_step"] = count_flops(learner.meta_backward, batch)
+            train_metrics, flops["meta_step"] = count_flops(learner, learner.meta_backward, batch)
         else:
             train_metrics = learner.meta_backward(batch)
         if outer["clip_grad"]:
@@ -296,7 +306,7 @@ def run_experiment(config: dict | str, out_dir: str | os.PathLike | None = None,
     test_time = time.perf_counter() - t0
     if run["count_flops"]:
         one = next(exp.test.episodes(1, 1, run["test_seed"])).to(device)
-        flops["per_test_task"] = count_flops(learner.evaluate, one)[1]
+        flops["per_test_task"] = count_flops(learner, learner.evaluate, one)[1]
     results = {
         "test": {k: v for k, v in test.items() if k not in ("values", "digest")},
         "best_val": best,

@@ -143,3 +143,14 @@ def test_resume_accepts_a_run_saved_before_a_new_default_was_added(tmp_path):
     del saved["run"]["count_flops"]  # as written by an older autometa
     (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(saved))
     assert run_experiment(SINE, tmp_path / "run", resume=True)["steps"] == 12
+
+
+def test_flops_are_counted_for_threaded_conv_learners():
+    torch.set_num_threads(2)
+    config = {**SINE, "tasks": {"name": "digits", "ways": 3, "shots": 1, "queries": 2,
+                                "classes": {"train": 5, "val": 0, "test": 5}},
+              "model": {"name": "conv4", "hidden": 4, "blocks": 3},
+              "learner": {"name": "maml", "inner_lr": 0.1},
+              "run": {**SINE["run"], "validate_every": 0, "count_flops": True, "test_tasks": 4}}
+    results = run_experiment(config, overrides=["outer.steps=1"])
+    assert results["flops"]["meta_step"] > 0 and results["flops"]["per_test_task"] > 0
