@@ -16,7 +16,7 @@ Usage::
     AUTOMETA_DATA=/work/shared/data nice -n 5 python benchmarks/batching.py --threads 2 \
         --json benchmarks/batching.json
 
-``OMP_WAIT_POLICY`` defaults to ``PASSIVE`` here (see benchmarks/maml_results.md: with the
+``OMP_WAIT_POLICY`` defaults to ``PASSIVE`` here (see benchmarks/RESULTS.md: with the
 default spinning policy, two-thread OpenMP regions stall when other processes load the CPU).
 Timings are printed and written, never asserted.
 """

@@ -2,7 +2,7 @@
 
 Which is faster depends on the device and the model, so it was measured
 (``benchmarks/batching.py`` and ``benchmarks/maml_peers.py``, numbers in
-``benchmarks/maml_results.md``). On a 2-core CPU, for second-order MAML:
+``benchmarks/RESULTS.md``). On a 2-core CPU, for second-order MAML:
 
 - Conv4 on Omniglot 5-way 1-shot: ``"threads"`` (tasks split over ``torch.get_num_threads()``
   Python threads with one intra-op thread each) took 1.12x less CPU time per meta-step than the
