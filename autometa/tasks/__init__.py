@@ -1,11 +1,18 @@
 """Task distributions: each yields meta-batches of tasks as stacked tensors."""
 
+from autometa.tasks._attributes import (
+    SEVEN_SEGMENT,
+    ClassAttributeTasks,
+    seven_segment_mnist,
+    seven_segment_vectors,
+)
 from autometa.tasks._base import TaskBatch, TaskDistribution
 from autometa.tasks._classification import FewShotClassification, omniglot_splits, split_classes
 from autometa.tasks._factory import SPLITS, make_tasks
 from autometa.tasks._regression import RandomQuadratics, Sinusoid
 
 __all__ = [
+    "SEVEN_SEGMENT", "ClassAttributeTasks", "seven_segment_mnist", "seven_segment_vectors",
     "TaskBatch", "TaskDistribution", "FewShotClassification", "omniglot_splits", "split_classes",
     "SPLITS", "make_tasks", "RandomQuadratics", "Sinusoid",
 ]

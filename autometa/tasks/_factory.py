@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from autometa.data import load_dataset
 from autometa.errors import ConfigError
+from autometa.tasks._attributes import seven_segment_mnist
 from autometa.tasks._base import TaskDistribution
 from autometa.tasks._classification import FewShotClassification, omniglot_splits, split_classes
 from autometa.tasks._regression import RandomQuadratics, Sinusoid
@@ -45,6 +46,8 @@ def make_tasks(spec: dict, split: str) -> TaskDistribution:
         return Sinusoid(shots=get("shots", 10), queries=get("queries", 10))
     if name == "quadratic":
         return RandomQuadratics(dim=spec.get("dim", 10))
+    if name == "seven_segment_mnist":  # zero-shot: classes given by meta-data vectors
+        return seven_segment_mnist(split, get("ways"), get("queries", 15), spec.get("root"))
     if name in ("omniglot", "mnist", "fashion_mnist", "digits"):
         data = _dataset(name, spec.get("root"), spec.get("image_size"))
         seed = spec.get("split_seed", 1)
@@ -64,5 +67,5 @@ def make_tasks(spec: dict, split: str) -> TaskDistribution:
                                      get("queries", 15), rotations, name=f"{name}/{split}")
     raise ConfigError(
         f"Unknown task family {name!r}. Choose one of sinusoid, quadratic, omniglot, mnist, "
-        f"fashion_mnist, digits."
+        f"fashion_mnist, digits, seven_segment_mnist."
     )

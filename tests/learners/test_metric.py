@@ -23,9 +23,9 @@ from autometa.learners import (
     ZeroShotProtoNet,
     build_learner,
 )
-from autometa.learners._metric import SEVEN_SEGMENT, conv_feature_maps, seven_segment_vectors
+from autometa.learners._metric import conv_feature_maps
 from autometa.nets import MLP, Conv4, params_of
-from autometa.tasks import TaskBatch
+from autometa.tasks import SEVEN_SEGMENT, TaskBatch, seven_segment_vectors
 
 IMAGE_LEARNERS = [
     ("protonet", {}), ("protonet", {"distance": "cosine"}), ("matchingnet", {}),
