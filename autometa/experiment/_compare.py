@@ -11,7 +11,6 @@ filler is never compared with an untuned rule.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import threading
@@ -22,7 +21,7 @@ import numpy as np
 import yaml
 
 from autometa.errors import ConfigError
-from autometa.experiment._config import deep_merge, load_config
+from autometa.experiment._config import deep_merge, load_config, read_mapping
 from autometa.experiment._run import run_experiment
 from autometa.experiment._stats import mean_ci, paired_difference
 
@@ -72,20 +71,9 @@ class PeakMemory:
 
 def load_compare_config(source) -> dict:
     """Read and validate a comparison config (YAML path or dict); every problem in one error."""
-    if isinstance(source, dict):
-        raw = copy.deepcopy(source)
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise ConfigError(f"Comparison config {str(path)!r} does not exist. Pass a YAML file such as "
-                              f"experiments/compare_sinusoid_init.yaml, or no config for the quickstart.")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"Comparison config {str(path)!r} is not valid YAML: {exc}") from exc
+    raw = read_mapping(source, "Comparison config",
+                       "experiments/compare_sinusoid_init.yaml (or no config for the quickstart)")
     problems = []
-    if not isinstance(raw, dict):
-        raise ConfigError(f"A comparison config must be a mapping. Got {type(raw).__name__}.")
     seeds = raw.setdefault("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         problems.append(f"seeds must be a non-empty list of integers. Got {seeds!r}")

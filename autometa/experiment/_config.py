@@ -107,25 +107,34 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
+def read_mapping(source: str | os.PathLike | dict, what: str, example: str) -> dict:
+    """A copy of ``source`` if it is a dict, else the mapping in the YAML file it names.
+
+    Raises:
+        ConfigError: a missing file, invalid YAML, or a file that does not hold a mapping;
+            ``what`` names the kind of file and ``example`` one to pass instead.
+    """
+    if isinstance(source, dict):
+        return copy.deepcopy(source)
+    path = Path(source)
+    if not path.is_file():
+        raise ConfigError(f"{what} {str(path)!r} does not exist. Pass the path of a YAML file, e.g. {example}.")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {str(path)!r} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{what} {str(path)!r} must hold a mapping of sections. Got {type(raw).__name__}.")
+    return raw
+
+
 def load_config(source: str | os.PathLike | dict, overrides: list[str] | dict | None = None) -> dict:
     """Read a config (a YAML path or a dict), apply overrides and defaults, validate it.
 
     Raises:
         ConfigError: listing every problem found.
     """
-    if isinstance(source, dict):
-        raw = copy.deepcopy(source)
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise ConfigError(f"Config file {str(path)!r} does not exist. Pass the path of a YAML "
-                              f"config, e.g. experiments/sinusoid_maml_k10.yaml.")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"Config file {str(path)!r} is not valid YAML: {exc}") from exc
-        if not isinstance(raw, dict):
-            raise ConfigError(f"Config file {str(path)!r} must hold a mapping of sections. Got {type(raw).__name__}.")
+    raw = read_mapping(source, "Config file", "experiments/sinusoid_maml_k10.yaml")
     if overrides:
         raw = deep_merge(raw, overrides if isinstance(overrides, dict) else parse_overrides(overrides))
     config = deep_merge(DEFAULTS, raw)
