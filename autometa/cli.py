@@ -27,6 +27,18 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _cmd_evaluate(args) -> int:
+    import json
+
+    from autometa.experiment import evaluate_run
+
+    results = evaluate_run(args.run_dir, args.set, args.checkpoint, args.split)
+    print(json.dumps(results, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2))
+    return 0
+
+
 def _cmd_compare(args) -> int:
     from autometa.experiment import compare
 
@@ -57,6 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="results directory (default runs/<config>-<time>)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     run.set_defaults(func=_cmd_run)
+
+    ev = sub.add_parser("evaluate", help="test a finished run's checkpoint, e.g. on 20-way tasks")
+    ev.add_argument("run_dir", help="a directory written by autometa run")
+    ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override the run's config, e.g. --set tasks.ways=20 (repeatable)")
+    ev.add_argument("--checkpoint", default="best.pt", help="file in RUN_DIR/checkpoints (default best.pt)")
+    ev.add_argument("--split", default="test", choices=["test", "val"], help="which tasks (default test)")
+    ev.add_argument("--out", help="also write the results to this JSON file")
+    ev.set_defaults(func=_cmd_evaluate)
 
     comp = sub.add_parser("compare", help="hand-crafted vs learned fillers on identical tasks; "
                                           "no config: the quickstart")

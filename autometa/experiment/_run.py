@@ -155,6 +155,43 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         ) from exc
 
 
+def evaluate_run(run_dir: str | os.PathLike, overrides: list[str] | None = None, checkpoint: str = "best.pt",
+                 split: str = "test") -> dict:
+    """Evaluate a finished run's checkpoint, possibly on other tasks (e.g. ``tasks.ways=20``).
+
+    The run's own ``config.yaml`` is read, ``overrides`` are applied (typically to ``tasks`` or
+    ``run.test_tasks``), and the checkpoint's learner is evaluated on ``split`` with the run's
+    test seed. Nothing in ``run_dir`` is changed.
+
+    Returns:
+        ``{metric: {"mean", "ci95", "std", "n"}}`` plus ``"config"`` (the overrides applied) and
+        ``"checkpoint"``.
+
+    Raises:
+        CheckpointError: a missing or damaged checkpoint, or one that does not fit the learner
+            the (overridden) config builds.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise CheckpointError(f"{run_dir} holds no config.yaml; pass a directory written by `autometa run`.")
+    config = load_config(yaml.safe_load((run_dir / "config.yaml").read_text()), overrides)
+    config["run"]["validate_every"] = 0
+    exp = build_experiment(config)
+    state = load_checkpoint(run_dir / "checkpoints" / checkpoint)
+    try:
+        exp.learner.load_state_dict(state["learner"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{run_dir / 'checkpoints' / checkpoint} does not fit the learner of the overridden "
+                              f"config ({exc}). Override only what the weights do not depend on, such as the "
+                              f"ways of a metric learner.") from exc
+    tasks = exp.test if split == "test" else make_tasks(config["tasks"], split)
+    run = config["run"]
+    result = evaluate(exp.learner, tasks, run["test_tasks"], run["eval_batch"], run["test_seed"], run["device"],
+                      progress=run["progress"], desc=split)
+    return {**{k: v for k, v in result.items() if k not in ("values", "digest")},
+            "overrides": list(overrides or []), "checkpoint": str(run_dir / "checkpoints" / checkpoint)}
+
+
 def run_experiment(config: dict | str, out_dir: str | os.PathLike | None = None, callback=None,
                    resume: bool = False, overrides: list[str] | None = None) -> dict:
     """Meta-train, validate and test the learner a config describes.

@@ -154,3 +154,18 @@ def test_flops_are_counted_for_threaded_conv_learners():
               "run": {**SINE["run"], "validate_every": 0, "count_flops": True, "test_tasks": 4}}
     results = run_experiment(config, overrides=["outer.steps=1"])
     assert results["flops"]["meta_step"] > 0 and results["flops"]["per_test_task"] > 0
+
+
+def test_evaluate_a_finished_run_on_other_tasks(tmp_path, capsys):
+    config = {**SINE, "tasks": {"name": "digits", "ways": 3, "shots": 1, "queries": 2,
+                                "classes": {"train": 5, "val": 0, "test": 5}},
+              "model": {"name": "conv4", "hidden": 4, "blocks": 3}, "learner": {"name": "protonet"},
+              "run": {**SINE["run"], "validate_every": 0, "test_tasks": 10}}
+    run_experiment(config, tmp_path / "run", overrides=["outer.steps=2"])
+    before = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert main(["evaluate", str(tmp_path / "run"), "--set", "tasks.ways=5", "--checkpoint", "last.pt"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["accuracy"]["n"] == 10 and out["overrides"] == ["tasks.ways=5"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before  # nothing written into the run
+    assert main(["evaluate", str(tmp_path / "run")]) == 2  # no best.pt without validation: one clear error
+    assert "No checkpoint" in capsys.readouterr().err
