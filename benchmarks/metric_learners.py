@@ -15,7 +15,7 @@ wall time on a shared machine) and wall time, with the ratio to ProtoNet 5-way 1
 in the same run and the achieved FLOP/s (FLOPs counted by ``torch.utils.flop_counter``).
 
 ``zeroshot``: trains :class:`autometa.learners.ZeroShotProtoNet` on seven-segment MNIST
-(see :func:`autometa.learners.seven_segment_mnist`: prototypes from each digit's seven-segment
+(see :func:`autometa.tasks.seven_segment_mnist`: prototypes from each digit's seven-segment
 code, 5-way episodes over the 7 training digits, MNIST training images) and tests it on 600
 3-way episodes of the held-out digits 2, 7, 9 (MNIST test images), against chance (1/3) and
 the untrained network. Prints and writes mean ± 95% CI.
@@ -40,9 +40,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from autometa.experiment import evaluate
-from autometa.learners import build_learner, seven_segment_mnist
+from autometa.learners import build_learner
 from autometa.nets import Conv4
-from autometa.tasks import make_tasks
+from autometa.tasks import make_tasks, seven_segment_mnist
 
 CASES = [
     # (label, learner spec, ways, shots, queries)

@@ -29,8 +29,15 @@ def quickstart_config(use_omniglot: bool | None = None) -> dict:
     """The quickstart comparison config (Omniglot for part 3 when found, digits otherwise)."""
     if use_omniglot is None:
         use_omniglot = omniglot_available()
-    sine_run = {"validate_every": 250, "val_tasks": 100, "test_tasks": 600, "eval_batch": 200,
-                "checkpoint_every": 0, "log_every": 50, "threads": 1}
+
+    def sine_base(shots: int) -> dict:
+        """The experiment both sinusoid comparisons share: MLP 40-40, meta-batch 25, Adam."""
+        return {"tasks": {"name": "sinusoid", "shots": shots, "queries": 10},
+                "model": {"name": "mlp", "hidden": [40, 40]},
+                "outer": {"optimizer": "adam", "lr": 0.001, "meta_batch": 25, "steps": 1500},
+                "run": {"validate_every": 250, "val_tasks": 100, "test_tasks": 600, "eval_batch": 200,
+                        "checkpoint_every": 0, "log_every": 50, "threads": 1}}
+
     sine = {
         "name": "sinusoid_init", "slot": "initialization",
         "description": "Sinusoid regression, 10 support points (Finn et al. 2017, section 5.1). Each "
@@ -38,10 +45,7 @@ def quickstart_config(use_omniglot: bool | None = None) -> dict:
                        "scored by the query MSE. Random: no meta-training. Pretrained: the network fit "
                        "to the pooled data of all training tasks (the paper's baseline). MAML: meta-learned.",
         "reference": "random",
-        "base": {"tasks": {"name": "sinusoid", "shots": 10, "queries": 10},
-                 "model": {"name": "mlp", "hidden": [40, 40]},
-                 "outer": {"optimizer": "adam", "lr": 0.001, "meta_batch": 25, "steps": 1500},
-                 "run": sine_run},
+        "base": sine_base(shots=10),
         "fillers": {
             "random": {"kind": "hand-crafted", "label": "random init",
                        "learner": {"name": "pretrained", "inner_lr": 0.01, "eval_inner_steps": 10},
@@ -59,10 +63,7 @@ def quickstart_config(use_omniglot: bool | None = None) -> dict:
                        "6 Optuna TPE trials) against Meta-SGD, which learns a learning rate per parameter "
                        "(Li et al. 2017).",
         "reference": "sgd_tuned",
-        "base": {"tasks": {"name": "sinusoid", "shots": 5, "queries": 10},
-                 "model": {"name": "mlp", "hidden": [40, 40]},
-                 "outer": {"optimizer": "adam", "lr": 0.001, "meta_batch": 25, "steps": 1500},
-                 "run": sine_run},
+        "base": sine_base(shots=5),
         "fillers": {
             "sgd_tuned": {"kind": "hand-crafted", "label": "SGD, tuned lr",
                           "learner": {"name": "maml", "inner_lr": 0.01, "inner_steps": 1},

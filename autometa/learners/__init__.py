@@ -8,7 +8,6 @@ from autometa.learners._base import Learner, query_metrics, task_loss_fn
 from autometa.learners._baselines import NearestNeighbor, Pretrained
 from autometa.learners._gradient import ANIL, FOMAML, MAML, MetaSGD, Reptile, iMAML
 from autometa.learners._metric import (
-    ClassAttributeTasks,
     GraphNet,
     MatchingNet,
     MetricLearner,
@@ -16,7 +15,6 @@ from autometa.learners._metric import (
     RelationNet,
     SiameseNet,
     ZeroShotProtoNet,
-    seven_segment_mnist,
 )
 from autometa.learners._registry import LEARNERS, build_learner, register_learner
 
@@ -24,5 +22,5 @@ __all__ = [
     "Learner", "query_metrics", "task_loss_fn", "ANIL", "FOMAML", "MAML", "MetaSGD", "Reptile",
     "iMAML", "NearestNeighbor", "Pretrained", "LEARNERS", "build_learner", "register_learner", "MetricLearner",
     "ProtoNet", "MatchingNet",
-    "RelationNet", "SiameseNet", "GraphNet", "ZeroShotProtoNet", "ClassAttributeTasks", "seven_segment_mnist",
+    "RelationNet", "SiameseNet", "GraphNet", "ZeroShotProtoNet",
 ]

@@ -32,7 +32,7 @@ from torch.func import functional_call
 from autometa.errors import ConfigError, TaskSpecError
 from autometa.learners._base import Learner, check_positive
 from autometa.nets import MLP, functional_forward
-from autometa.tasks import ClassAttributeTasks, TaskBatch, seven_segment_mnist  # noqa: F401  (re-exported)
+from autometa.tasks import TaskBatch
 
 DISTANCES = ("euclidean", "cosine")
 # stands in for -inf inside reductions, whose backward would otherwise produce NaN

@@ -13,7 +13,6 @@ from autometa.data import ArrayDataset
 from autometa.errors import AutometaError, ConfigError, TaskSpecError
 from autometa.learners import (
     LEARNERS,
-    ClassAttributeTasks,
     GraphNet,
     MatchingNet,
     MetricLearner,
@@ -25,7 +24,7 @@ from autometa.learners import (
 )
 from autometa.learners._metric import conv_feature_maps
 from autometa.nets import MLP, Conv4, params_of
-from autometa.tasks import SEVEN_SEGMENT, TaskBatch, seven_segment_vectors
+from autometa.tasks import SEVEN_SEGMENT, ClassAttributeTasks, TaskBatch, seven_segment_vectors
 
 IMAGE_LEARNERS = [
     ("protonet", {}), ("protonet", {"distance": "cosine"}), ("matchingnet", {}),
