@@ -40,6 +40,10 @@ class UnsupportedFeatureError(AutometaError, TypeError):
     """A component was asked to do something it cannot do (rather than silently ignoring it)."""
 
 
+class ResultsDirError(AutometaError, FileExistsError):
+    """A results directory belongs to another command, or holds results that would be overwritten."""
+
+
 class NumericalError(AutometaError, FloatingPointError):
     """A computation produced NaN or inf."""
 
