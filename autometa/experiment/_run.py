@@ -23,7 +23,6 @@ import torch
 import yaml
 
 import autometa
-import autometa.optimizers
 from autometa.errors import AutometaError, CheckpointError, ConfigError
 from autometa.experiment._config import DEFAULTS, RESUMABLE_CHANGES, config_diff, deep_merge, load_config
 from autometa.experiment._stats import format_ci, mean_ci

@@ -1,19 +1,34 @@
 """The bilevel engine: meta-gradients through inner problems.
 
-Knows nothing about tasks, datasets or search; everything here maps dicts of tensors to
+Knows nothing about tasks, datasets, slots or search; everything here maps dicts of tensors to
 dicts of tensors.
 
-- :func:`inner_sgd` / :func:`unroll`: unrolled differentiation (second order, first order,
-  optionally checkpointed).
+- :class:`InnerProblem` and the estimators (:class:`Unrolled`, :class:`Implicit`,
+  :class:`ReptileStep`, :class:`ES`, :class:`TruncatedBPTT`): one interface for every way to
+  compute d(outer loss)/d(meta) (see :mod:`autometa.hypergrad._estimators`).
+- :func:`solve`, :func:`inner_sgd`, :func:`unroll`, :func:`gradients`: unrolled inner loops.
 - :func:`implicit_grad`: implicit differentiation with conjugate gradient or a Neumann series.
-- :func:`batched`: run a per-task function over a meta-batch, looped or with ``vmap``.
+- :func:`batched`: run a per-task function over a meta-batch, looped, threaded or with ``vmap``.
 """
 
 from autometa.hypergrad._batching import BATCHING_MODES, batched, default_batching
+from autometa.hypergrad._estimators import (
+    ES,
+    ESTIMATORS,
+    Estimator,
+    Implicit,
+    InnerProblem,
+    ReptileStep,
+    TruncatedBPTT,
+    Unrolled,
+    build_estimator,
+    solve,
+)
 from autometa.hypergrad._implicit import conjugate_gradient, implicit_grad, neumann_series
-from autometa.hypergrad._unrolled import inner_sgd, sgd_step, unroll
+from autometa.hypergrad._unrolled import gradients, inner_sgd, sgd_step, unroll
 
 __all__ = [
-    "BATCHING_MODES", "batched", "default_batching", "conjugate_gradient", "implicit_grad",
-    "neumann_series", "inner_sgd", "sgd_step", "unroll",
+    "BATCHING_MODES", "ES", "ESTIMATORS", "Estimator", "Implicit", "InnerProblem", "ReptileStep", "TruncatedBPTT",
+    "Unrolled", "batched", "build_estimator", "conjugate_gradient", "default_batching", "gradients",
+    "implicit_grad", "inner_sgd", "neumann_series", "sgd_step", "solve", "unroll",
 ]

@@ -22,6 +22,34 @@ def _lr_for(lr: LearningRate, name: str):
     return lr[name] if isinstance(lr, Mapping) else lr
 
 
+def gradients(loss_fn: Callable[[Params], Tensor], params: Params, names: list[str], first_order: bool = False,
+              use_autograd: bool = False) -> Params:
+    """The gradient of ``loss_fn(params)`` with respect to ``params[n]`` for ``n`` in ``names``.
+
+    Args:
+        loss_fn: maps a dict of parameters to a scalar loss.
+        params: the current parameters.
+        names: the parameters to differentiate (the ones the inner loop adapts).
+        first_order: return constants (no graph through the gradient: no second-order terms).
+        use_autograd: use ``torch.autograd.grad`` even under no functorch transform is active;
+            needed inside activation checkpointing, whose saved-tensor hooks ``torch.func`` does
+            not support. Not usable under ``vmap``.
+    """
+    # outside torch.func transforms, plain autograd is used: it is thread-safe (the "threads"
+    # batching runs tasks concurrently; torch.func.grad is not) and builds no unused graph
+    # for first-order steps
+    if use_autograd or torch._C._functorch.peek_interpreter_stack() is None:
+        create_graph = not first_order and torch.is_grad_enabled()
+        values = [params[n] for n in names]
+        inputs = [v if create_graph and v.requires_grad else v.detach().requires_grad_(True) for v in values]
+        with torch.enable_grad():
+            loss = loss_fn({**params, **dict(zip(names, inputs))})
+            found = torch.autograd.grad(loss, inputs, create_graph=create_graph, allow_unused=True)
+        return {n: torch.zeros_like(v) if g is None else g for n, v, g in zip(names, values, found)}
+    grads = grad(lambda sub: loss_fn({**params, **sub}))({n: params[n] for n in names})
+    return {n: g.detach() for n, g in grads.items()} if first_order else grads
+
+
 def sgd_step(loss_fn: Callable[[Params], Tensor], params: Params, lr: LearningRate,
              first_order: bool = False, adapt: Callable[[str], bool] | None = None,
              use_autograd: bool = False) -> Params:
@@ -34,28 +62,13 @@ def sgd_step(loss_fn: Callable[[Params], Tensor], params: Params, lr: LearningRa
             may themselves require grad.
         first_order: drop the second-order terms (the gradient is treated as a constant).
         adapt: which parameter names to update (ANIL adapts the head only); default all.
-        use_autograd: compute the gradient with ``torch.autograd.grad`` instead of
-            ``torch.func.grad``; needed inside activation checkpointing, whose saved-tensor
-            hooks ``torch.func`` does not support. Not usable under ``vmap``.
+        use_autograd: see :func:`gradients`.
     """
     names = [n for n in params if adapt is None or adapt(n)]
-    # outside torch.func transforms, plain autograd is used: it is thread-safe (the "threads"
-    # batching runs tasks concurrently; torch.func.grad is not) and builds no unused graph
-    # for first-order steps
-    if use_autograd or torch._C._functorch.peek_interpreter_stack() is None:
-        create_graph = not first_order and torch.is_grad_enabled()
-        values = [params[n] for n in names]
-        inputs = [v if create_graph and v.requires_grad else v.detach().requires_grad_(True) for v in values]
-        with torch.enable_grad():
-            loss = loss_fn({**params, **dict(zip(names, inputs))})
-            found = torch.autograd.grad(loss, inputs, create_graph=create_graph, allow_unused=True)
-        grads = {n: torch.zeros_like(v) if g is None else g for n, v, g in zip(names, values, found)}
-    else:
-        grads = grad(lambda sub: loss_fn({**params, **sub}))({n: params[n] for n in names})
+    grads = gradients(loss_fn, params, names, first_order, use_autograd)
     new = dict(params)
     for n in names:
-        g = grads[n].detach() if first_order else grads[n]
-        new[n] = params[n] - _lr_for(lr, n) * g
+        new[n] = params[n] - _lr_for(lr, n) * grads[n]
     return new
 
 

@@ -82,10 +82,10 @@ class Learner(nn.Module, abc.ABC):
         self.loss_fn = task_loss_fn(task)
         self.batching = batching
 
-    @classmethod
-    def space(cls) -> dict:
-        """The searchable hyperparameters of this learner (names are constructor arguments)."""
-        return dict(cls.SPACE)
+    def space(self) -> dict:
+        """The searchable hyperparameters of this learner (names are constructor arguments;
+        a filler's are prefixed by its slot, e.g. ``optimizer.lr``)."""
+        return {k: dict(v) for k, v in self.SPACE.items()}
 
     def meta_params(self) -> dict[str, Tensor]:
         """ω as a name -> tensor dict (the live parameters)."""

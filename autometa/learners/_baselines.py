@@ -73,6 +73,12 @@ class Pretrained(MAML):
         loss.backward()
         return {"loss": loss.item(), "accuracy": (logits.argmax(-1) == y).float().mean().item()}
 
+    def task_loss(self, meta, support_x, support_y, query_x, query_y, training):
+        adapted = self.adapt(support_x, support_y, meta=meta, training=training)
+        out = self.predict(adapted, query_x)
+        loss = self.loss_fn(out, query_y)
+        return loss, query_metrics(self.task, out, query_y, loss)
+
     def adapt(self, support_x, support_y, steps=None, meta=None, training=False):
         params = self.model_params(self.meta_params() if meta is None else meta)
         if self.task == "classification":

@@ -1,32 +1,64 @@
-"""Optimization-based learners: MAML, FOMAML, Meta-SGD, ANIL, Reptile and iMAML."""
+"""Optimization-based learners: MAML, FOMAML, Meta-SGD, ANIL, Reptile and iMAML.
+
+They are one learner, :class:`MAML`, whose inner loop is built from fillers and whose
+meta-gradient comes from a hypergradient estimator:
+
+- ``optimizer=``: the inner update rule, a filler of the optimizer slot (default plain SGD at
+  ``inner_lr``; Meta-SGD is the learned per-coordinate rates filler; an LSTM optimizer works too);
+- ``loss=``: the loss the inner loop minimises, a filler of the loss slot (default the task's
+  cross-entropy or squared error; the query loss of the outer objective is always the task's);
+- ``estimator=``: how d(query loss)/d(meta) is computed (unrolled second or first order,
+  implicit, Reptile's direction, evolution strategies).
+
+Meta-parameters are named by slot: ``init.*`` (the initialization), ``optimizer.*`` and
+``loss.*`` (the fillers' ω); ``learn=`` chooses which of them are meta-learned.
+"""
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from autometa.errors import ConfigError
-from autometa.hypergrad import implicit_grad, inner_sgd
+from autometa.hypergrad import Estimator, Implicit, InnerProblem, ReptileStep, Unrolled, build_estimator, solve
 from autometa.learners._base import Learner, check_positive, query_metrics
 from autometa.nets import functional_forward
-from autometa.tasks import TaskBatch
+from autometa.slots import Filler, build_filler
+from autometa.slots.loss import CallableLoss, default_loss
+from autometa.slots.optimizer import SGD, LearnedRates
+
+GROUPS = ("init", "optimizer", "loss")
+
+
+def _sub(meta: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    n = len(prefix) + 1
+    return {k[n:]: v for k, v in meta.items() if k.startswith(prefix + ".")}
 
 
 class MAML(Learner):
-    """Model-Agnostic Meta-Learning: ω is the initialization, adapted by gradient descent.
+    """Model-Agnostic Meta-Learning: ω is the initialization, adapted by an inner optimizer.
 
     Args:
         model: the network whose initialization is meta-learned.
-        inner_lr: inner-loop step size.
+        inner_lr: the step size of the default inner optimizer (plain SGD; 0.4 if not given).
+            Give either ``inner_lr`` or ``optimizer``, not both.
         inner_steps: inner steps during meta-training.
         eval_inner_steps: inner steps at evaluation (default: ``inner_steps``; MAML used 10).
-        first_order: drop second-order terms (FOMAML).
+        first_order: drop second-order terms (FOMAML); shorthand for
+            ``estimator=Unrolled(first_order=True)``.
         checkpoint: recompute inner-loop activations in the backward pass to save memory.
+        optimizer: the inner optimizer: a filler, its name or a mapping
+            (``{"name": "adam", "lr": 0.1}``).
+        loss: the inner loss: a filler, its name, a mapping, or a callable ``fn(outputs, targets)``.
+        estimator: the hypergradient estimator (an :class:`~autometa.hypergrad.Estimator`, its name
+            or a mapping); default unrolled.
+        learn: the meta-parameter groups to meta-learn, among ``init``, ``optimizer``, ``loss``
+            (default: ``init`` and every filler that has meta-parameters); the others stay fixed.
         task, batching: see :class:`Learner`.
 
     Example::
 
         learner = MAML(Conv4(out_features=5), inner_lr=0.4, inner_steps=1)
+        learner = MAML(MLP(1, 1, (40, 40)), optimizer={"name": "adam", "lr": 0.01}, task="regression")
         metrics = learner.meta_backward(tasks.sample(32, generator))
         outer_optimizer.step()
 
@@ -35,63 +67,153 @@ class MAML(Learner):
     """
 
     SPACE = {"inner_lr": {"float": [1e-3, 1.0], "log": True}, "inner_steps": {"int": [1, 10]}}
+    #: the default inner step size when neither ``inner_lr`` nor ``optimizer`` is given
+    DEFAULT_INNER_LR = 0.4
 
-    def __init__(self, model: nn.Module, inner_lr: float = 0.4, inner_steps: int = 1,
+    def __init__(self, model: nn.Module, inner_lr: float | None = None, inner_steps: int = 1,
                  eval_inner_steps: int | None = None, first_order: bool = False,
-                 checkpoint: bool = False, task: str = "classification", batching: str = "auto"):
+                 checkpoint: bool = False, optimizer=None, loss=None, estimator=None,
+                 learn: list[str] | tuple[str, ...] | None = None, task: str = "classification",
+                 batching: str = "auto"):
         super().__init__(model, task, batching)
         name = type(self).__name__
-        check_positive(name, "inner_lr", inner_lr)
+        if optimizer is not None and inner_lr is not None:
+            raise ConfigError(f"{name} got both `inner_lr` ({inner_lr!r}) and an `optimizer`; set the step size "
+                              f"inside the optimizer (e.g. optimizer: {{name: sgd, lr: {inner_lr}}}).")
+        if optimizer is None:
+            inner_lr = self.DEFAULT_INNER_LR if inner_lr is None else inner_lr
+            check_positive(name, "inner_lr", inner_lr)
+            optimizer = SGD(lr=float(inner_lr))
         check_positive(name, "inner_steps", inner_steps, int)
         if eval_inner_steps is not None:
             check_positive(name, "eval_inner_steps", eval_inner_steps, int)
-        self.inner_lr, self.inner_steps = float(inner_lr), inner_steps
+        self.inner_steps = inner_steps
         self.eval_inner_steps = eval_inner_steps or inner_steps
         self.first_order, self.checkpoint = bool(first_order), bool(checkpoint)
+        self.optimizer = build_filler("optimizer", optimizer)
+        if isinstance(loss, (Filler, str, dict)):
+            self.loss = build_filler("loss", loss)
+        else:
+            self.loss = default_loss(task) if loss is None else CallableLoss(loss)
+        if hasattr(self.loss, "check_kind"):
+            self.loss.check_kind(task)
+        if hasattr(self.optimizer, "build"):  # fillers whose ω is shaped like the model's parameters
+            self.optimizer.build(dict(model.named_parameters()))
+        if estimator is None:
+            estimator = Unrolled(first_order=self.first_order, checkpoint=self.checkpoint)
+        elif first_order or checkpoint:
+            raise ConfigError(f"{name} got an `estimator` and `first_order`/`checkpoint`; pass them to the "
+                              f"estimator (e.g. estimator: {{name: unrolled, first_order: true}}).")
+        self.estimator: Estimator = build_estimator(estimator)
+        self.learn = self._choose_learned(learn)
+
+    @property
+    def inner_lr(self):
+        """The inner step size of an SGD-like inner optimizer (``None`` for other optimizers)."""
+        return getattr(self.optimizer, "lr", None)
+
+    def _choose_learned(self, learn) -> tuple[str, ...]:
+        owned = {"init": dict(self.model.named_parameters()), "optimizer": self.optimizer.meta_params(),
+                 "loss": self.loss.meta_params()}
+        if learn is None:
+            learn = [g for g in GROUPS if g == "init" or owned[g]]
+        learn = [learn] if isinstance(learn, str) else list(learn)
+        for group in learn:
+            if group not in GROUPS:
+                raise ConfigError(f"`learn` names meta-parameter groups among {GROUPS}. Got {group!r}.")
+            if not owned[group]:
+                raise ConfigError(f"`learn` asks to meta-learn {group!r} but the {group} filler "
+                                  f"{type(getattr(self, group)).__name__} has no meta-parameters; use a learned "
+                                  f"filler or drop {group!r} from `learn`.")
+        for group, tensors in owned.items():
+            for t in tensors.values():
+                t.requires_grad_(group in learn)
+        return tuple(learn)
+
+    def meta_params(self) -> dict[str, Tensor]:
+        """ω named by slot: ``init.*``, ``optimizer.*``, ``loss.*`` (frozen groups do not require grad)."""
+        meta = {f"init.{n}": p for n, p in self.model.named_parameters()}
+        for slot in ("optimizer", "loss"):
+            filler = getattr(self, slot)
+            owned = dict(filler.named_parameters())
+            owned.update(filler.meta_params())
+            meta.update({f"{slot}.{k}": v for k, v in owned.items()})
+        return meta
+
+    def model_params(self, meta: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The network's parameters inside a meta-parameter dict (the ``init.*`` entries)."""
+        return _sub(meta, "init")
+
+    def space(self) -> dict:
+        """The learner's searchable hyperparameters and its fillers', prefixed by slot (``optimizer.lr``)."""
+        space = {k: dict(v) for k, v in self.SPACE.items()
+                 if not (k == "inner_lr" and not isinstance(self.optimizer, SGD))}
+        for slot in ("optimizer", "loss"):
+            space.update({f"{slot}.{k}": v for k, v in getattr(self, slot).space().items()})
+        return space
 
     def adapts(self, name: str) -> bool:
         """Whether the inner loop updates parameter ``name`` (all of them, for MAML)."""
         return True
 
-    def learning_rates(self, meta: dict[str, Tensor]):
-        """The inner step size: a float, or a per-parameter dict for Meta-SGD."""
-        return self.inner_lr
+    def inner_loss(self, params: dict[str, Tensor], meta: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+        """The loss the inner loop minimises on a support set (the loss filler's)."""
+        return self.loss.mean_loss(self.predict(params, x), y, _sub(meta, "loss"))
+
+    def problem(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor) -> InnerProblem:
+        """One task's inner problem, for an estimator."""
+
+        def outer_loss(params, meta):
+            out = self.predict(params, query_x)
+            loss = self.loss_fn(out, query_y)
+            return loss, query_metrics(self.task, out, query_y, loss)
+
+        return InnerProblem(
+            init=self.model_params,
+            inner_loss=lambda p, meta: self.inner_loss(p, meta, support_x, support_y),
+            outer_loss=outer_loss,
+            init_state=lambda p, meta: self.optimizer.init(p, _sub(meta, "optimizer")),
+            update=lambda g, s, p, meta: self.optimizer.update(g, s, p, _sub(meta, "optimizer")),
+            steps=self.inner_steps,
+            adapt=self.adapts,
+            init_keys={n: f"init.{n}" for n, _ in self.model.named_parameters()},
+        )
 
     def adapt(self, support_x: Tensor, support_y: Tensor, steps: int | None = None,
               meta: dict[str, Tensor] | None = None, training: bool = False) -> dict[str, Tensor]:
-        """The network's parameters after adapting to one task's support set."""
+        """The network's parameters after adapting to one task's support set (no query set needed)."""
         meta = self.meta_params() if meta is None else meta
-        params = self.model_params(meta)
-
-        def support_loss(p):
-            return self.loss_fn(functional_forward(self.model, p, support_x), support_y)
-
         steps = steps or (self.inner_steps if training else self.eval_inner_steps)
-        return inner_sgd(support_loss, params, steps, self.learning_rates(meta),
-                         first_order=self.first_order or not training,
-                         checkpoint=self.checkpoint and training, adapt=self.adapts)
+        problem = self.problem(support_x, support_y, support_x, support_y)
+        unrolled = isinstance(self.estimator, Unrolled)
+        return solve(problem, meta, steps, first_order=not training or not unrolled or self.estimator.first_order,
+                     checkpoint=training and unrolled and self.estimator.checkpoint)
 
     def predict(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
         """Outputs of the network with (adapted) ``params`` on inputs ``x``."""
         return functional_forward(self.model, params, x)
 
+    def _mode(self, batch) -> str:
+        return super()._mode(batch) if self.estimator.batchable else "loop"
+
     def task_loss(self, meta, support_x, support_y, query_x, query_y, training):
-        adapted = self.adapt(support_x, support_y, meta=meta, training=training)
-        out = self.predict(adapted, query_x)
-        loss = self.loss_fn(out, query_y)
-        return loss, query_metrics(self.task, out, query_y, loss)
+        steps = self.inner_steps if training else self.eval_inner_steps
+        return self.estimator(self.problem(support_x, support_y, query_x, query_y), meta, training, steps)
 
 
 class FOMAML(MAML):
     """First-order MAML: :class:`MAML` with ``first_order=True``."""
 
     def __init__(self, model: nn.Module, **kwargs):
-        kwargs.setdefault("first_order", True)
+        if "estimator" not in kwargs:
+            kwargs.setdefault("first_order", True)
         super().__init__(model, **kwargs)
 
 
 class ANIL(MAML):
     """Almost No Inner Loop: only the head (``head.*`` parameters) is adapted per task.
+
+    The meta-gradient is still second order (through the head's inner steps into the body).
 
     References: Raghu et al. 2020, "Rapid Learning or Feature Reuse?".
     """
@@ -107,9 +229,10 @@ class ANIL(MAML):
 
 
 class MetaSGD(MAML):
-    """Meta-SGD: MAML plus a learned inner learning rate for every parameter coordinate.
+    """Meta-SGD: MAML whose inner optimizer is the learned per-coordinate rates filler.
 
-    The learned rates are the first learned optimizer: ``params - lr ⊙ grad`` with ``lr`` in ω.
+    ``params - lrs ⊙ grad`` with ``lrs`` in ω (``optimizer.lrs.*``), all starting at ``inner_lr``.
+    Equivalent to ``MAML(model, optimizer=LearnedRates(lr=inner_lr))``.
 
     References: Li et al. 2017, "Meta-SGD: Learning to Learn Quickly for Few-Shot Learning".
     """
@@ -117,101 +240,57 @@ class MetaSGD(MAML):
     SPACE = {"inner_lr": {"float": [1e-3, 1.0], "log": True}}
 
     def __init__(self, model: nn.Module, inner_lr: float = 0.4, **kwargs):
-        super().__init__(model, inner_lr=inner_lr, **kwargs)
-        self.inner_lrs = nn.ParameterDict({
-            n.replace(".", "__"): nn.Parameter(torch.full_like(p, self.inner_lr))
-            for n, p in model.named_parameters()
-        })
+        check_positive("MetaSGD", "inner_lr", inner_lr)
+        super().__init__(model, optimizer=LearnedRates(lr=inner_lr), **kwargs)
 
-    def learning_rates(self, meta):
-        return {k[len("inner_lrs."):].replace("__", "."): v for k, v in meta.items()
-                if k.startswith("inner_lrs.")}
+    def space(self) -> dict:
+        return {k: dict(v) for k, v in self.SPACE.items()}
 
 
 class Reptile(MAML):
     """Reptile: move the initialization toward the weights adapted to each task.
 
-    The meta-gradient written to ``.grad`` is ``mean_tasks(params - adapted)``, so an outer SGD
-    step of size ε gives Reptile's update ``params + ε (adapted - params)``.
+    MAML with the :class:`~autometa.hypergrad.ReptileStep` estimator: the meta-gradient written to
+    ``.grad`` is ``mean_tasks(params - adapted)``, so an outer SGD step of size ε gives Reptile's
+    update ``params + ε (adapted - params)``.
 
     References: Nichol, Achiam & Schulman 2018, "On First-Order Meta-Learning Algorithms".
     """
 
     SPACE = {"inner_lr": {"float": [1e-3, 1.0], "log": True}, "inner_steps": {"int": [1, 20]}}
 
-    def __init__(self, model: nn.Module, inner_lr: float = 0.1, inner_steps: int = 5, **kwargs):
-        kwargs["first_order"] = True
-        super().__init__(model, inner_lr=inner_lr, inner_steps=inner_steps, **kwargs)
-
-    def meta_backward(self, batch: TaskBatch) -> dict[str, float]:
-        params = self.model_params(self.meta_params())
-        total = {n: torch.zeros_like(p) for n, p in params.items()}
-        metrics: dict[str, list] = {}
-        for sx, sy, qx, qy in zip(*batch.tensors):
-            adapted = self.adapt(sx, sy, meta=self.meta_params(), training=False, steps=self.inner_steps)
-            for n in total:
-                total[n] += (params[n] - adapted[n]).detach()
-            with torch.no_grad():  # training metrics: the query set after the training adaptation
-                out = self.predict(adapted, qx)
-                for k, v in query_metrics(self.task, out, qy, self.loss_fn(out, qy)).items():
-                    metrics.setdefault(k, []).append(v)
-        for n, p in params.items():
-            p.grad = total[n] / len(batch) if p.grad is None else p.grad + total[n] / len(batch)
-        return {k: torch.stack(v).mean().item() for k, v in metrics.items()}
+    def __init__(self, model: nn.Module, inner_lr: float | None = None, inner_steps: int = 5, **kwargs):
+        kwargs.pop("first_order", None)
+        if inner_lr is None and kwargs.get("optimizer") is None:
+            inner_lr = 0.1
+        super().__init__(model, inner_lr=inner_lr, inner_steps=inner_steps, estimator=ReptileStep(), **kwargs)
 
 
 class iMAML(MAML):
     """Implicit MAML: the inner problem is regularised toward ω and differentiated implicitly.
 
     Inner problem: ``min_φ L_support(φ) + reg/2 ||φ - ω||²``, approximately solved with
-    ``inner_steps`` of gradient descent. The meta-gradient ``(I + H/reg)^{-1} ∇L_query(φ)`` is
-    computed with ``cg_steps`` of conjugate gradient, never backpropagating through the inner
-    loop, so memory does not grow with ``inner_steps``.
+    ``inner_steps`` of the inner optimizer. The meta-gradient ``(I + H/reg)^{-1} ∇L_query(φ)`` comes
+    from the :class:`~autometa.hypergrad.Implicit` estimator (``cg_steps`` of conjugate gradient),
+    never backpropagating through the inner loop, so memory does not grow with ``inner_steps``.
 
     References: Rajeswaran, Finn, Kakade & Levine 2019, "Meta-Learning with Implicit Gradients".
     """
 
     SPACE = {"inner_lr": {"float": [1e-3, 1.0], "log": True}, "reg": {"float": [0.1, 10.0], "log": True}}
 
-    def __init__(self, model: nn.Module, inner_lr: float = 0.1, inner_steps: int = 10,
+    def __init__(self, model: nn.Module, inner_lr: float | None = None, inner_steps: int = 10,
                  reg: float = 1.0, cg_steps: int = 5, method: str = "cg", **kwargs):
-        kwargs["first_order"] = True
-        super().__init__(model, inner_lr=inner_lr, inner_steps=inner_steps, **kwargs)
+        kwargs.pop("first_order", None)
+        if inner_lr is None and kwargs.get("optimizer") is None:
+            inner_lr = 0.1
         check_positive("iMAML", "reg", reg)
         check_positive("iMAML", "cg_steps", cg_steps, int)
+        super().__init__(model, inner_lr=inner_lr, inner_steps=inner_steps,
+                         estimator=Implicit(method=method, iterations=cg_steps), **kwargs)
         self.reg, self.cg_steps, self.method = float(reg), cg_steps, method
 
-    def _solve(self, support_x, support_y, init, steps):
-        def inner(p):
-            fit = self.loss_fn(functional_forward(self.model, p, support_x), support_y)
-            return fit + 0.5 * self.reg * sum(((p[k] - init[k].detach()) ** 2).sum() for k in p)
-
-        return inner_sgd(inner, dict(init), steps, self.inner_lr, first_order=True)
-
-    def adapt(self, support_x, support_y, steps=None, meta=None, training=False):
-        init = self.model_params(self.meta_params() if meta is None else meta)
-        steps = steps or (self.inner_steps if training else self.eval_inner_steps)
-        return {k: v.detach() for k, v in self._solve(support_x, support_y, init, steps).items()}
-
-    def meta_backward(self, batch: TaskBatch) -> dict[str, float]:
-        params = self.model_params(self.meta_params())
-        metrics: dict[str, list] = {}
-        for sx, sy, qx, qy in zip(*batch.tensors):
-            solution = self.adapt(sx, sy, meta=self.meta_params(), training=True)
-
-            def inner_loss(p, m, sx=sx, sy=sy):
-                fit = self.loss_fn(functional_forward(self.model, p, sx), sy)
-                return fit + 0.5 * self.reg * sum(((p[k] - m[k]) ** 2).sum() for k in p)
-
-            def outer_loss(p, m, qx=qx, qy=qy):
-                return self.loss_fn(functional_forward(self.model, p, qx), qy)
-
-            grads = implicit_grad(inner_loss, outer_loss, solution, params, self.method, self.cg_steps)
-            for n, p in params.items():
-                g = grads[n] / len(batch)
-                p.grad = g if p.grad is None else p.grad + g
-            with torch.no_grad():
-                out = functional_forward(self.model, solution, qx)
-                for k, v in query_metrics(self.task, out, qy, self.loss_fn(out, qy)).items():
-                    metrics.setdefault(k, []).append(v)
-        return {k: torch.stack(v).mean().item() for k, v in metrics.items()}
+    def inner_loss(self, params, meta, x, y):
+        init = self.model_params(meta)
+        fit = super().inner_loss(params, meta, x, y)
+        return fit + 0.5 * self.reg * sum(((params[k] - init[k]) ** 2).sum() for k in params)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import inspect
-
 from torch import nn
 
+from autometa._params import bind_arguments, did_you_mean
 from autometa.errors import ConfigError
 from autometa.learners._base import Learner
 from autometa.learners._baselines import NearestNeighbor, Pretrained
 from autometa.learners._gradient import ANIL, FOMAML, MAML, MetaSGD, Reptile, iMAML
+from autometa.learners._metalearner import MetaLearnerLSTM
 from autometa.learners._metric import (
     GraphNet,
     MatchingNet,
@@ -23,7 +23,7 @@ LEARNERS: dict[str, type[Learner]] = {
     "maml": MAML, "fomaml": FOMAML, "anil": ANIL, "metasgd": MetaSGD, "reptile": Reptile,
     "imaml": iMAML, "pretrained": Pretrained, "nearest_neighbor": NearestNeighbor,
     "protonet": ProtoNet, "matchingnet": MatchingNet, "relationnet": RelationNet, "siamese": SiameseNet,
-    "graphnet": GraphNet, "zeroshot_protonet": ZeroShotProtoNet,
+    "graphnet": GraphNet, "zeroshot_protonet": ZeroShotProtoNet, "metalearner_lstm": MetaLearnerLSTM,
 }
 
 
@@ -33,18 +33,15 @@ def register_learner(name: str, cls: type[Learner]) -> None:
 
 
 def build_learner(spec: dict, model: nn.Module, task: str) -> Learner:
-    """A learner from a config's ``learner`` section (``name`` plus constructor arguments)."""
+    """A learner from a config's ``learner`` section (``name``, constructor arguments, filler sections).
+
+    Filler sections (``optimizer: {name: adam, lr: 0.1}``, ``loss: focal``) and ``estimator`` are
+    passed to the learner, which builds them; every unknown key is reported with a suggestion.
+    """
     spec = dict(spec)
     name = str(spec.pop("name", "")).lower()
     if name not in LEARNERS:
-        raise ConfigError(f"Unknown learner {name!r}. Choose one of {sorted(LEARNERS)}.")
+        raise ConfigError(f"Unknown learner {name!r}{did_you_mean(name, LEARNERS)}. Choose one of {sorted(LEARNERS)}.")
     cls = LEARNERS[name]
-    accepted = set()
-    for klass in cls.__mro__:
-        if klass is Learner:
-            break
-        accepted |= set(inspect.signature(klass.__init__).parameters) - {"self", "model", "kwargs"}
-    unknown = sorted(set(spec) - accepted - {"task", "batching"})
-    if unknown:
-        raise ConfigError(f"Learner {name!r} has no argument(s) {unknown}. It accepts {sorted(accepted)}.")
+    bind_arguments(f"learner {name!r}", cls, spec, stop=Learner, skip=("model",), extra=("task", "batching"))
     return cls(model, task=task, **spec)

@@ -188,4 +188,4 @@ def test_meta_sgd_learner_updates_learning_rates():
 
     learner = MetaSGD(MLP(1, 1, (8,)), inner_lr=0.05, task="regression")
     learner.meta_backward(Sinusoid(5, 5).sample(4, torch.Generator().manual_seed(0)))
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in learner.inner_lrs.values())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in learner.optimizer.lrs.values())

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-import autometa.optimizers  # noqa: F401  (registers "metalearner_lstm", which must conform too)
 from autometa.data import ArrayDataset
 from autometa.errors import AutometaError
 from autometa.learners import LEARNERS, build_learner

@@ -263,7 +263,7 @@ def test_registry_head_flag_and_search_spaces():
                       ("zeroshot_protonet", ZeroShotProtoNet)]:
         assert LEARNERS[name] is cls and issubclass(cls, MetricLearner) and cls.HEAD is False
         accepted = set(inspect.signature(cls.__init__).parameters)
-        assert cls.space() and set(cls.space()) <= accepted
+        assert cls.SPACE and set(cls.SPACE) <= accepted
         assert "References:" in cls.__doc__
 
 

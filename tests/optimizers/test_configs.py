@@ -4,9 +4,8 @@ import pytest
 import torch
 
 from autometa.experiment import load_config
-from autometa.learners import build_learner
+from autometa.learners import MetaLearnerLSTM, build_learner
 from autometa.nets import build_net
-from autometa.optimizers import MetaLearnerLSTM
 from autometa.tasks import TaskBatch
 
 CONFIGS = sorted((Path(__file__).parents[2] / "experiments" / "optimizers").glob("*.yaml"))

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from autometa.errors import ConfigError
-from autometa.optimizers import HANDCRAFTED, SGD, Adam, Momentum, Nesterov, RMSprop, build_rule
+from autometa.slots.optimizer import HANDCRAFTED, SGD, Adam, Momentum, Nesterov, RMSprop, build_rule
 
 # (functional rule, equivalent torch.optim constructor)
 CASES = {

@@ -6,18 +6,16 @@ import torch
 
 from autometa.data import ArrayDataset
 from autometa.errors import CheckpointError, ConfigError, NumericalError
-from autometa.optimizers import (
+from autometa.slots.optimizer import (
     SGD,
     LSTMOptimizer,
-    MLPFamily,
-    QuadraticFamily,
-    QuadraticProblem,
     meta_train,
     optimize,
     preprocess_gradients,
     truncated_unrolls,
     unroll,
 )
+from autometa.tasks import MLPFamily, QuadraticFamily, QuadraticProblem
 
 DIM, STEPS = 3, 4
 

@@ -5,9 +5,8 @@ import torch
 from torch import nn
 
 from autometa.errors import NumericalError, UnsupportedFeatureError
-from autometa.learners import LEARNERS, build_learner
+from autometa.learners import LEARNERS, MetaLearnerLSTM, build_learner
 from autometa.nets import MLP
-from autometa.optimizers import MetaLearnerLSTM
 from autometa.tasks import TaskBatch
 
 
@@ -101,7 +100,7 @@ def test_registered_for_configs_and_rejects_vmap():
     assert isinstance(built, MetaLearnerLSTM) and built.hidden_size == 6
     with pytest.raises(UnsupportedFeatureError, match="batching='vmap'"):
         MetaLearnerLSTM(MLP(4, 3, (5,)), batching="vmap")
-    assert MetaLearnerLSTM.space()["inner_steps"] == {"int": [1, 20]}
+    assert MetaLearnerLSTM.SPACE["inner_steps"] == {"int": [1, 20]}
 
 
 def test_non_finite_update_names_step_and_parameter():

@@ -9,10 +9,9 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from autometa.errors import UnsupportedFeatureError
-from autometa.learners import Learner, query_metrics
-from autometa.learners._base import check_positive
+from autometa.learners._base import Learner, check_positive, query_metrics
 from autometa.nets import functional_forward
-from autometa.optimizers._lstm import check_finite_update, preprocess_gradients
+from autometa.slots.optimizer._lstm import check_finite_update, preprocess_gradients
 from autometa.tasks import TaskBatch
 
 

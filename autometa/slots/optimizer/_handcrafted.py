@@ -1,10 +1,10 @@
-"""Hand-crafted update rules as pure functions over dicts of tensors.
+"""Hand-crafted fillers of the optimizer slot: update rules as pure functions over dicts of tensors.
 
-Each rule is a small object holding its hyperparameters and two pure methods, in the TorchOpt
-spirit:
+Each rule is a small :class:`~autometa.slots.Filler` holding its hyperparameters and two pure
+methods, in the TorchOpt spirit:
 
-- ``init(params) -> state``
-- ``update(grads, state, params) -> (new_params, new_state)``
+- ``init(params, meta=None) -> state``
+- ``update(grads, state, params, meta=None) -> (new_params, new_state)``
 
 Nothing is modified in place, so the result is differentiable with respect to the inputs and
 to the hyperparameters: ``lr`` (or ``momentum``, ``betas``, ...) may be a tensor that requires
@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from autometa.errors import ConfigError
+from autometa.slots._base import Filler, build_filler, register_filler
 
 Params = dict[str, Tensor]
 State = dict[str, Tensor]
@@ -45,32 +46,36 @@ def _check_hyper(owner: str, name: str, value, low: float, high: float | None = 
         raise ConfigError(f"The `{name}` of {owner} must be {bound}. Got {number!r} instead.")
 
 
-class UpdateRule(abc.ABC):
-    """Base class of the hand-crafted rules: the two-method functional interface plus ``space``.
+class UpdateRule(Filler, abc.ABC):
+    """Base class of the optimizer slot's fillers: ``init`` / ``update`` plus ``space``.
 
     Subclasses set :attr:`SPACE` and implement :meth:`init` and :meth:`update`. The state is a
-    flat dict of tensors whose keys are ``"<slot>/<param name>"`` (e.g. ``"exp_avg/w"``) plus
+    flat dict of tensors whose keys are ``"<kind>/<param name>"`` (e.g. ``"exp_avg/w"``) plus
     ``"step"``, so it can be saved with ``torch.save`` and loaded with ``weights_only=True``.
+    A hyperparameter given as a tensor that requires grad (``lr=torch.tensor(0.01,
+    requires_grad=True)``) is a meta-parameter: :meth:`meta_params` returns it and ``update``
+    reads it from ``meta``, which is how a searched hyperparameter becomes a learned one.
     """
 
-    #: searchable hyperparameters in autometa's neutral space format
-    SPACE: ClassVar[dict] = {}
-
-    @classmethod
-    def space(cls) -> dict:
-        """The searchable hyperparameters (names are constructor arguments)."""
-        return {k: dict(v) for k, v in cls.SPACE.items()}
+    slot: ClassVar[str] = "optimizer"
 
     def meta_params(self) -> dict[str, Tensor]:
-        """The hyperparameters that are tensors requiring grad (empty for a fixed rule)."""
-        return {k: v for k, v in vars(self).items() if isinstance(v, Tensor) and v.requires_grad}
+        """Learned parameters and the hyperparameters that are tensors requiring grad."""
+        found = super().meta_params()
+        found.update({k: v for k, v in vars(self).items() if isinstance(v, Tensor) and v.requires_grad})
+        return found
+
+    def hyper(self, meta: dict[str, Tensor] | None, name: str):
+        """Hyperparameter ``name``: from ``meta`` when it is a meta-parameter, else the stored value."""
+        return meta[name] if meta is not None and name in meta else getattr(self, name)
 
     @abc.abstractmethod
-    def init(self, params: Params) -> State:
+    def init(self, params: Params, meta: dict[str, Tensor] | None = None) -> State:
         """The optimizer state for ``params`` (zeros; never shares memory with ``params``)."""
 
     @abc.abstractmethod
-    def update(self, grads: Params, state: State, params: Params) -> tuple[Params, State]:
+    def update(self, grads: Params, state: State, params: Params,
+               meta: dict[str, Tensor] | None = None) -> tuple[Params, State]:
         """One step: new parameters and new state, computed out of place."""
 
     def _decayed(self, grads: Params, params: Params) -> Params:
@@ -78,10 +83,6 @@ class UpdateRule(abc.ABC):
         if isinstance(weight_decay, (int, float)) and weight_decay == 0:
             return grads
         return {k: g + weight_decay * params[k] for k, g in grads.items()}
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
-        return f"{type(self).__name__}({fields})"
 
 
 def _step_zero() -> Tensor:
@@ -110,16 +111,18 @@ class SGD(UpdateRule):
     SPACE: ClassVar[dict] = {"lr": {"float": [1e-4, 10.0], "log": True}}
 
     def __init__(self, lr=0.01, weight_decay=0.0):
+        super().__init__()
         _check_hyper("SGD", "lr", lr, 0.0)
         _check_hyper("SGD", "weight_decay", weight_decay, 0.0, include_low=True)
         self.lr, self.weight_decay = lr, weight_decay
 
-    def init(self, params: Params) -> State:
+    def init(self, params, meta=None):
         return {"step": _step_zero()}
 
-    def update(self, grads, state, params):
+    def update(self, grads, state, params, meta=None):
         grads = self._decayed(grads, params)
-        new = {k: p - self.lr * grads[k] for k, p in params.items()}
+        lr = self.hyper(meta, "lr")
+        new = {k: p - lr * grads[k] for k, p in params.items()}
         return new, {"step": state["step"] + 1}
 
 
@@ -136,23 +139,25 @@ class Momentum(UpdateRule):
     NESTEROV: ClassVar[bool] = False
 
     def __init__(self, lr=0.01, momentum=0.9, weight_decay=0.0):
+        super().__init__()
         name = type(self).__name__
         _check_hyper(name, "lr", lr, 0.0)
         _check_hyper(name, "momentum", momentum, 0.0, 1.0, include_low=True)
         _check_hyper(name, "weight_decay", weight_decay, 0.0, include_low=True)
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
 
-    def init(self, params: Params) -> State:
+    def init(self, params, meta=None):
         # A zero buffer makes the first step ``buf = grad``, which is torch.optim's first step.
         return {"step": _step_zero(), **_zeros("momentum_buffer", params)}
 
-    def update(self, grads, state, params):
+    def update(self, grads, state, params, meta=None):
         grads = self._decayed(grads, params)
+        lr, momentum = self.hyper(meta, "lr"), self.hyper(meta, "momentum")
         new_params, new_state = {}, {"step": state["step"] + 1}
         for k, p in params.items():
-            buf = self.momentum * state[f"momentum_buffer/{k}"] + grads[k]
-            direction = grads[k] + self.momentum * buf if self.NESTEROV else buf
-            new_params[k] = p - self.lr * direction
+            buf = momentum * state[f"momentum_buffer/{k}"] + grads[k]
+            direction = grads[k] + momentum * buf if self.NESTEROV else buf
+            new_params[k] = p - lr * direction
             new_state[f"momentum_buffer/{k}"] = buf
         return new_params, new_state
 
@@ -177,21 +182,23 @@ class RMSprop(UpdateRule):
     SPACE: ClassVar[dict] = {"lr": {"float": [1e-5, 1.0], "log": True}, "alpha": {"float": [0.9, 0.999]}}
 
     def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0):
+        super().__init__()
         _check_hyper("RMSprop", "lr", lr, 0.0)
         _check_hyper("RMSprop", "alpha", alpha, 0.0, 1.0, include_low=True)
         _check_hyper("RMSprop", "eps", eps, 0.0, include_low=True)
         _check_hyper("RMSprop", "weight_decay", weight_decay, 0.0, include_low=True)
         self.lr, self.alpha, self.eps, self.weight_decay = lr, alpha, eps, weight_decay
 
-    def init(self, params: Params) -> State:
+    def init(self, params, meta=None):
         return {"step": _step_zero(), **_zeros("square_avg", params)}
 
-    def update(self, grads, state, params):
+    def update(self, grads, state, params, meta=None):
         grads = self._decayed(grads, params)
+        lr, alpha = self.hyper(meta, "lr"), self.hyper(meta, "alpha")
         new_params, new_state = {}, {"step": state["step"] + 1}
         for k, p in params.items():
-            sq = self.alpha * state[f"square_avg/{k}"] + (1 - self.alpha) * grads[k] * grads[k]
-            new_params[k] = p - self.lr * grads[k] / (sq.sqrt() + self.eps)
+            sq = alpha * state[f"square_avg/{k}"] + (1 - alpha) * grads[k] * grads[k]
+            new_params[k] = p - lr * grads[k] / (sq.sqrt() + self.eps)
             new_state[f"square_avg/{k}"] = sq
         return new_params, new_state
 
@@ -212,6 +219,7 @@ class Adam(UpdateRule):
              "betas.1": {"float": [0.9, 0.9999]}}
 
     def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, eps_root=0.0):
+        super().__init__()
         _check_hyper("Adam", "lr", lr, 0.0)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ConfigError(f"The `betas` of Adam must be a pair (beta1, beta2). Got {betas!r} instead.")
@@ -229,12 +237,14 @@ class Adam(UpdateRule):
                       if isinstance(b, Tensor) and b.requires_grad})
         return found
 
-    def init(self, params: Params) -> State:
+    def init(self, params, meta=None):
         return {"step": _step_zero(), **_zeros("exp_avg", params), **_zeros("exp_avg_sq", params)}
 
-    def update(self, grads, state, params):
+    def update(self, grads, state, params, meta=None):
         grads = self._decayed(grads, params)
-        beta1, beta2 = self.betas
+        beta1 = meta.get("betas.0", self.betas[0]) if meta is not None else self.betas[0]
+        beta2 = meta.get("betas.1", self.betas[1]) if meta is not None else self.betas[1]
+        lr = self.hyper(meta, "lr")
         step = state["step"] + 1
         bias_correction1 = 1 - beta1 ** step
         bias_correction2 = 1 - beta2 ** step
@@ -243,7 +253,7 @@ class Adam(UpdateRule):
             m = beta1 * state[f"exp_avg/{k}"] + (1 - beta1) * grads[k]
             v = beta2 * state[f"exp_avg_sq/{k}"] + (1 - beta2) * grads[k] * grads[k]
             denom = (v + self.eps_root).sqrt() / bias_correction2 ** 0.5 + self.eps
-            new_params[k] = p - (self.lr / bias_correction1) * m / denom
+            new_params[k] = p - (lr / bias_correction1) * m / denom
             new_state[f"exp_avg/{k}"], new_state[f"exp_avg_sq/{k}"] = m, v
         return new_params, new_state
 
@@ -251,12 +261,14 @@ class Adam(UpdateRule):
 HANDCRAFTED: dict[str, type[UpdateRule]] = {
     "sgd": SGD, "momentum": Momentum, "nesterov": Nesterov, "rmsprop": RMSprop, "adam": Adam,
 }
+for _name, _cls in HANDCRAFTED.items():
+    register_filler(_name, _cls)
 
 
 def build_rule(spec: dict) -> UpdateRule:
     """A hand-crafted rule from ``{"name": "adam", "lr": 0.01, ...}``."""
-    spec = dict(spec)
-    name = str(spec.pop("name", "")).lower()
+    spec = {"name": spec} if isinstance(spec, str) else spec
+    name = str(dict(spec).get("name", "")).lower()
     if name not in HANDCRAFTED:
         raise ConfigError(f"Unknown optimizer {name!r}. Choose one of {sorted(HANDCRAFTED)}.")
-    return HANDCRAFTED[name](**spec)
+    return build_filler("optimizer", spec)

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from autometa.data import ArrayDataset
 from autometa.errors import ConfigError
-from autometa.tasks import RandomQuadratics
+from autometa.tasks._regression import RandomQuadratics
 
 
 def _positive_int(owner: str, name: str, value) -> int:

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from autometa.errors import CheckpointError, ConfigError, NumericalError
+from autometa.slots.optimizer._handcrafted import UpdateRule
 
 Params = dict[str, Tensor]
 State = dict[str, Tensor]
@@ -52,7 +53,7 @@ def check_finite_update(owner: str, step: int, name: str, delta: Tensor, grad: T
         )
 
 
-class LSTMOptimizer(nn.Module):
+class LSTMOptimizer(UpdateRule):
     """A coordinatewise two-layer LSTM that maps each coordinate's gradient to its update.
 
     One small LSTM is shared across all coordinates of all parameters (each coordinate has its
@@ -98,22 +99,13 @@ class LSTMOptimizer(nn.Module):
             nn.LSTMCell(input_size if i == 0 else hidden_size, hidden_size) for i in range(num_layers))
         self.output = nn.Linear(hidden_size, 1)
 
-    @classmethod
-    def space(cls) -> dict:
-        """The searchable hyperparameters (names are constructor arguments)."""
-        return {k: dict(v) for k, v in cls.SPACE.items()}
-
     def config(self) -> dict:
         """The constructor arguments, to rebuild this optimizer."""
         return {"hidden_size": self.hidden_size, "num_layers": self.num_layers,
                 "preprocess": self.preprocess, "output_scale": self.output_scale,
                 "check_finite": self.check_finite}
 
-    def meta_params(self) -> dict[str, Tensor]:
-        """ω: the LSTM and output-layer weights (the live parameters)."""
-        return dict(self.named_parameters())
-
-    def init(self, params: Params) -> State:
+    def init(self, params: Params, meta: dict[str, Tensor] | None = None) -> State:
         """Zero hidden and cell states for every coordinate of ``params``."""
         reference = next(iter(self.parameters()))
         count = sum(p.numel() for p in params.values())
@@ -124,12 +116,19 @@ class LSTMOptimizer(nn.Module):
                                                   device=reference.device)
         return state
 
-    def update(self, grads: Params, state: State, params: Params) -> tuple[Params, State]:
-        """One learned step for all coordinates at once.
+    def update(self, grads: Params, state: State, params: Params,
+               meta: dict[str, Tensor] | None = None) -> tuple[Params, State]:
+        """One learned step for all coordinates at once, with the LSTM weights ``meta`` (default: its own).
 
         Raises:
             NumericalError: if ``check_finite`` and some update is NaN or inf.
         """
+        if meta is not None:
+            return torch.func.functional_call(self, meta, (grads, state, params), strict=False)
+        return self(grads, state, params)
+
+    def forward(self, grads: Params, state: State, params: Params) -> tuple[Params, State]:
+        """The update with the module's own weights (see :meth:`update`)."""
         names = list(params)
         flat = torch.cat([grads[k].reshape(-1) for k in names])
         x = preprocess_gradients(flat, self.preprocess) if self.preprocess is not None else flat[:, None]
@@ -143,7 +142,7 @@ class LSTMOptimizer(nn.Module):
         for k in names:
             n = params[k].numel()
             step_k = delta[offset:offset + n].view_as(params[k])
-            if self.check_finite:
+            if self.check_finite and torch._C._functorch.peek_interpreter_stack() is None:
                 check_finite_update("LSTMOptimizer", int(state["step"]) + 1, k, step_k, grads[k])
             new_params[k] = params[k] + step_k
             offset += n

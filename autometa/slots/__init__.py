@@ -1,0 +1,16 @@
+"""Slots and fillers: every replaceable part of learning behind one interface.
+
+A slot is a part of the learning algorithm that people usually hand-craft; a :class:`Filler`
+fills it, hand-crafted or learned, with two faces: ``space()`` for search backends and
+``meta_params()`` for hypergradient estimators. Learners compose fillers
+(``MAML(model, optimizer=Adam(lr=0.1), loss=FocalLoss())``) and expose their meta-parameters as
+``"<slot>.<name>"``; configs name them as ``learner.optimizer: {name: adam, lr: 0.1}``.
+
+Slots: ``optimizer`` (:mod:`autometa.slots.optimizer`), ``loss`` (:mod:`autometa.slots.loss`).
+A filler written outside autometa is registered with :func:`register_filler`.
+"""
+
+from autometa.slots import loss, optimizer
+from autometa.slots._base import FILLERS, SLOTS, Filler, build_filler, register_filler, registered_name
+
+__all__ = ["FILLERS", "SLOTS", "Filler", "build_filler", "loss", "optimizer", "register_filler", "registered_name"]

@@ -1,0 +1,21 @@
+"""The loss slot: the loss an inner loop minimises (per-sample losses, ``meta`` passed explicitly).
+
+Hand-crafted: :class:`CrossEntropy`, :class:`LabelSmoothing`, :class:`FocalLoss`, :class:`MSE`;
+a user's callable through :class:`CallableLoss`. Config names: ``cross_entropy``,
+``label_smoothing``, ``focal``, ``mse``.
+"""
+
+from autometa.slots._base import register_filler
+from autometa.slots.loss._handcrafted import MSE, CallableLoss, CrossEntropy, FocalLoss, LabelSmoothing, Loss
+
+for _name, _cls in {"cross_entropy": CrossEntropy, "label_smoothing": LabelSmoothing, "focal": FocalLoss,
+                    "mse": MSE}.items():
+    register_filler(_name, _cls)
+
+
+def default_loss(kind: str) -> Loss:
+    """Cross-entropy for classification, mean squared error for regression."""
+    return CrossEntropy() if kind == "classification" else MSE()
+
+
+__all__ = ["MSE", "CallableLoss", "CrossEntropy", "FocalLoss", "LabelSmoothing", "Loss", "default_loss"]
