@@ -55,6 +55,11 @@ class InnerProblem:
         steps: inner steps.
         adapt: which parameter names the inner loop updates (ANIL: the head); default all.
         init_keys: parameter name -> the meta key it starts from (used by :class:`ReptileStep`).
+        stepwise: ``inner_loss`` and ``outer_loss`` take a third argument, the index ``t`` of the
+            iterate they are evaluated at (0: the initialization; the inner gradient of step
+            ``t`` is taken at iterate ``t``, the outer loss after ``n`` steps at iterate ``n``):
+            problems whose loss changes every step, such as an optimizee trained on a stream of
+            minibatches (learned optimizers).
     """
 
     init: Callable[[Meta], Params]
@@ -65,6 +70,17 @@ class InnerProblem:
     steps: int
     adapt: Callable[[str], bool] | None = None
     init_keys: dict[str, str] | None = None
+    stepwise: bool = False
+
+
+def _inner(problem: InnerProblem, params: Params, meta: Meta, step: int) -> Tensor:
+    """The inner loss at iterate ``step`` (the step index is passed only to stepwise problems)."""
+    return problem.inner_loss(params, meta, step) if problem.stepwise else problem.inner_loss(params, meta)
+
+
+def _outer(problem: InnerProblem, params: Params, meta: Meta, step: int):
+    """The outer loss at iterate ``step`` (the step index is passed only to stepwise problems)."""
+    return problem.outer_loss(params, meta, step) if problem.stepwise else problem.outer_loss(params, meta)
 
 
 def solve(problem: InnerProblem, meta: Meta, steps: int | None = None, first_order: bool = False,
@@ -81,29 +97,29 @@ def solve(problem: InnerProblem, meta: Meta, steps: int | None = None, first_ord
     names = [n for n in params if problem.adapt is None or problem.adapt(n)]
     state = problem.init_state({n: params[n] for n in names}, meta)
 
-    def step(params: Params, state: State) -> tuple[Params, State]:
-        grads = gradients(lambda p: problem.inner_loss(p, meta), params, names, first_order,
+    def step(params: Params, state: State, t: int = 0) -> tuple[Params, State]:
+        grads = gradients(lambda p: _inner(problem, p, meta, t), params, names, first_order,
                           use_autograd=checkpoint)
         new, state = problem.update(grads, state, {n: params[n] for n in names}, meta)
         return {**params, **new}, state
 
-    for _ in range(problem.steps if steps is None else steps):
+    for t in range(problem.steps if steps is None else steps):
         if checkpoint and torch.is_grad_enabled():
             # the step is re-run during the backward pass, after this loop has moved on
             keys, skeys = list(params), list(state)
-            values = _checkpoint(_flat_step(step, keys, skeys), *(params[k] for k in keys),
+            values = _checkpoint(_flat_step(step, keys, skeys, t), *(params[k] for k in keys),
                                  *(state[k] for k in skeys), use_reentrant=False)
             params, state = dict(zip(keys, values[:len(keys)])), dict(zip(skeys, values[len(keys):]))
         else:
-            params, state = step(params, state)
+            params, state = step(params, state, t)
     return params
 
 
-def _flat_step(step, keys: list[str], skeys: list[str]):
+def _flat_step(step, keys: list[str], skeys: list[str], t: int = 0):
     """``step`` over flat tuples of tensors, the form activation checkpointing takes."""
 
     def run(*values: Tensor) -> tuple[Tensor, ...]:
-        params, state = step(dict(zip(keys, values[:len(keys)])), dict(zip(skeys, values[len(keys):])))
+        params, state = step(dict(zip(keys, values[:len(keys)])), dict(zip(skeys, values[len(keys):])), t)
         return tuple(params[k] for k in keys) + tuple(state[k] for k in skeys)
 
     return run
@@ -139,7 +155,8 @@ class Estimator(abc.ABC):
 
     def evaluate(self, problem: InnerProblem, meta: Meta, steps: int | None = None):
         """Adapt without meta-gradients and return ``problem.outer_loss`` at the adapted parameters."""
-        return problem.outer_loss(solve(problem, meta, steps, first_order=True), meta)
+        steps = problem.steps if steps is None else steps
+        return _outer(problem, solve(problem, meta, steps, first_order=True), meta, steps)
 
     def config(self) -> dict:
         return {"name": self.name, **{k: v for k, v in vars(self).items() if not k.startswith("_")}}
@@ -167,8 +184,9 @@ class Unrolled(Estimator):
     def __call__(self, problem, meta, training=True, steps=None):
         if not training:
             return self.evaluate(problem, meta, steps)
+        steps = problem.steps if steps is None else steps
         params = solve(problem, meta, steps, self.first_order, self.checkpoint)
-        return problem.outer_loss(params, meta)
+        return _outer(problem, params, meta, steps)
 
 
 class Implicit(Estimator):
@@ -197,6 +215,10 @@ class Implicit(Estimator):
         self.method, self.iterations, self.alpha = method, iterations, float(alpha)
 
     def __call__(self, problem, meta, training=True, steps=None):
+        if problem.stepwise:
+            raise ConfigError("The implicit estimator needs one inner loss whose stationary point the inner "
+                              "loop reaches; this problem's loss changes every step (stepwise). Use the "
+                              "unrolled, truncated or es estimator.")
         with torch.no_grad():
             solution = {k: v.detach() for k, v in solve(problem, meta, steps, first_order=True).items()}
         if not training:
@@ -228,8 +250,9 @@ class ReptileStep(Estimator):
                               "(InnerProblem.init_keys).")
         with torch.no_grad():
             start = problem.init(meta)
+            steps = problem.steps if steps is None else steps
             adapted = solve(problem, meta, steps, first_order=True)
-            _, metrics = problem.outer_loss(adapted, meta)
+            _, metrics = _outer(problem, adapted, meta, steps)
         grads = {problem.init_keys[n]: start[n] - adapted[n] for n in start}
         return _surrogate(meta, grads), metrics
 
@@ -265,6 +288,7 @@ class ES(Estimator):
     def __call__(self, problem, meta, training=True, steps=None):
         if not training:
             return self.evaluate(problem, meta, steps)
+        steps = problem.steps if steps is None else steps
         leaves = {k: v for k, v in meta.items() if v.requires_grad}
         grads = {k: torch.zeros_like(v) for k, v in leaves.items()}
         with torch.no_grad():
@@ -274,11 +298,12 @@ class ES(Estimator):
                 values = []
                 for sign in (1.0, -1.0):
                     shifted = {**meta, **{k: v + sign * self.sigma * noise[k] for k, v in leaves.items()}}
-                    values.append(problem.outer_loss(solve(problem, shifted, steps, first_order=True), shifted)[0])
+                    adapted = solve(problem, shifted, steps, first_order=True)
+                    values.append(_outer(problem, adapted, shifted, steps)[0])
                 scale = (values[0] - values[1]) / (2 * self.sigma * self.samples)
                 for k in grads:
                     grads[k] += scale * noise[k]
-            _, metrics = problem.outer_loss(solve(problem, meta, steps, first_order=True), meta)
+            _, metrics = _outer(problem, solve(problem, meta, steps, first_order=True), meta, steps)
         return _surrogate(meta, grads), metrics
 
 
@@ -316,6 +341,11 @@ class TruncatedBPTT(Estimator):
         """Forget the problem in progress (the next call starts a new one)."""
         self._carry = None
 
+    @property
+    def in_progress(self) -> bool:
+        """Whether the next call continues a problem (False: it starts a new one from ``init``)."""
+        return self._carry is not None and self._carry[0] < self.horizon
+
     def __call__(self, problem, meta, training=True, steps=None):
         if not training:
             return self.evaluate(problem, meta, steps)
@@ -326,11 +356,11 @@ class TruncatedBPTT(Estimator):
         start, params, state = self._carry
         names = [n for n in params if problem.adapt is None or problem.adapt(n)]
         total, metrics = None, {}
-        for _ in range(self.length):
-            grads = gradients(lambda p: problem.inner_loss(p, meta), params, names, self.first_order)
+        for t in range(start, start + self.length):
+            grads = gradients(lambda p, t=t: _inner(problem, p, meta, t), params, names, self.first_order)
             new, state = problem.update(grads, state, {n: params[n] for n in names}, meta)
             params = {**params, **new}
-            loss, metrics = problem.outer_loss(params, meta)
+            loss, metrics = _outer(problem, params, meta, t + 1)
             total = loss if total is None else total + loss
         self._carry = (start + self.length, {k: v.detach() for k, v in params.items()},
                        {k: v.detach() for k, v in state.items()})

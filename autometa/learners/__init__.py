@@ -7,6 +7,7 @@ All share :class:`Learner`: ``meta_backward(batch)`` during meta-training and
 from autometa.learners._base import Learner, query_metrics, task_loss_fn
 from autometa.learners._baselines import NearestNeighbor, Pretrained
 from autometa.learners._gradient import ANIL, FOMAML, MAML, MetaSGD, Reptile, iMAML
+from autometa.learners._l2o import L2O
 from autometa.learners._metalearner import MetaLearnerLSTM
 from autometa.learners._metric import (
     GraphNet,
@@ -21,7 +22,7 @@ from autometa.learners._registry import LEARNERS, build_learner, register_learne
 
 __all__ = [
     "Learner", "query_metrics", "task_loss_fn", "ANIL", "FOMAML", "MAML", "MetaSGD", "Reptile", "iMAML",
-    "MetaLearnerLSTM", "NearestNeighbor", "Pretrained", "LEARNERS", "build_learner", "register_learner",
+    "MetaLearnerLSTM", "L2O", "NearestNeighbor", "Pretrained", "LEARNERS", "build_learner", "register_learner",
     "MetricLearner",
     "ProtoNet", "MatchingNet",
     "RelationNet", "SiameseNet", "GraphNet", "ZeroShotProtoNet",

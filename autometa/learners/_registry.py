@@ -9,6 +9,7 @@ from autometa.errors import ConfigError
 from autometa.learners._base import Learner
 from autometa.learners._baselines import NearestNeighbor, Pretrained
 from autometa.learners._gradient import ANIL, FOMAML, MAML, MetaSGD, Reptile, iMAML
+from autometa.learners._l2o import L2O
 from autometa.learners._metalearner import MetaLearnerLSTM
 from autometa.learners._metric import (
     GraphNet,
@@ -24,6 +25,7 @@ LEARNERS: dict[str, type[Learner]] = {
     "imaml": iMAML, "pretrained": Pretrained, "nearest_neighbor": NearestNeighbor,
     "protonet": ProtoNet, "matchingnet": MatchingNet, "relationnet": RelationNet, "siamese": SiameseNet,
     "graphnet": GraphNet, "zeroshot_protonet": ZeroShotProtoNet, "metalearner_lstm": MetaLearnerLSTM,
+    "l2o": L2O,
 }
 
 

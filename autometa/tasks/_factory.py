@@ -7,6 +7,7 @@ from autometa.errors import ConfigError
 from autometa.tasks._attributes import seven_segment_mnist
 from autometa.tasks._base import TaskDistribution
 from autometa.tasks._classification import FewShotClassification, omniglot_splits, split_classes
+from autometa.tasks._l2o import MLPFamily, QuadraticFamily
 from autometa.tasks._regression import RandomQuadratics, Sinusoid
 
 SPLITS = ("train", "val", "test")
@@ -46,6 +47,16 @@ def make_tasks(spec: dict, split: str) -> TaskDistribution:
         return Sinusoid(shots=get("shots", 10), queries=get("queries", 10))
     if name == "quadratic":
         return RandomQuadratics(dim=spec.get("dim", 10))
+    if name == "l2o_quadratic":  # optimizees of learned optimizers (autometa.learners.L2O)
+        return QuadraticFamily(dim=spec.get("dim", 10), init_scale=spec.get("init_scale", 1.0))
+    if name == "l2o_mlp":  # held_out: test problems draw their minibatches from the dataset's test images
+        test_images = split == "test" and spec.get("held_out", True)
+        key = ("l2o", spec.get("dataset", "mnist"), spec.get("root"), test_images)
+        if key not in _CACHE:
+            _CACHE[key] = load_dataset(key[1], train=not test_images, **({"root": key[2]} if key[2] else {}))
+        data = _CACHE[key]
+        return MLPFamily(data, steps=spec.get("steps", 100), batch_size=spec.get("batch_size", 128),
+                         queries=spec.get("queries", 256), name=f"{spec.get('dataset', 'mnist')}/{split}")
     if name == "seven_segment_mnist":  # zero-shot: classes given by meta-data vectors
         return seven_segment_mnist(split, get("ways"), get("queries", 15), spec.get("root"))
     if name in ("omniglot", "mnist", "fashion_mnist", "digits"):
@@ -67,5 +78,5 @@ def make_tasks(spec: dict, split: str) -> TaskDistribution:
                                      get("queries", 15), rotations, name=f"{name}/{split}")
     raise ConfigError(
         f"Unknown task family {name!r}. Choose one of sinusoid, quadratic, omniglot, mnist, "
-        f"fashion_mnist, digits, seven_segment_mnist."
+        f"fashion_mnist, digits, seven_segment_mnist, l2o_quadratic, l2o_mlp."
     )

@@ -1,14 +1,20 @@
-"""Optimizee problems for learned optimizers: what an optimizer is trained and tested *on*.
+"""Optimizee families for learned optimizers: what an optimizer is trained and tested *on*.
 
-A *family* samples *problems*; a problem holds a batch of independent optimizee instances (one
-per task) and evaluates them all at once:
+Each family is a :class:`~autometa.tasks.TaskDistribution`; one task is one optimization
+problem (an optimizee, its starting point and its data), so the run loop, ``sweep`` and
+``compare`` treat "train an optimizer on quadratics" like any other meta-learning problem.
+:class:`~autometa.learners.L2O` consumes them:
 
-- ``problem.init_params()`` -> dict of tensors whose first dimension indexes the task;
-- ``problem.loss(params, step)`` -> per-task losses ``(tasks,)``; ``step`` selects the
-  minibatch, so every optimizer compared on a problem sees the same data stream.
-
-Batching the instances lets a coordinatewise optimizer treat many tasks as one long vector of
-coordinates, which is how the comparison evaluates 32 held-out tasks at the price of one.
+- :class:`QuadraticFamily` (``kind = "quadratic"``): ``f(theta) = ||W theta - y||^2``. A task is
+  ``support_x = W (dim, dim)``, ``support_y = y (dim,)`` (the query set is the same function)
+  and ``info["init"] = theta_0``. Loss: :func:`quadratic_loss`.
+- :class:`MLPFamily` (``kind = "classification"``): training a network (the config's
+  ``model``, e.g. ``{name: mlp, hidden: [20], activation: sigmoid}``) on a stream of
+  minibatches. A task is ``support_x (steps + 1, batch_size, features)`` (minibatch ``t`` is
+  the one the loss at iterate ``t`` sees, so every optimizer compared on a task sees the same
+  data stream), ``support_y (steps + 1, batch_size)``, a query set of ``queries`` other
+  examples, and ``info["init_seed"]``, from which the learner draws the network's starting
+  weights. Loss: :func:`stream_loss`.
 
 References: Andrychowicz et al. 2016, "Learning to learn by gradient descent by gradient
 descent" (quadratics and the MNIST MLP); Metz et al. 2022, learned_optimization (the split of
@@ -17,167 +23,135 @@ descent" (quadratics and the MNIST MLP); Metz et al. 2022, learned_optimization 
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from autometa.data import ArrayDataset
-from autometa.errors import ConfigError
-from autometa.tasks._regression import RandomQuadratics
+from autometa.errors import ConfigError, TaskSpecError
+from autometa.tasks._base import TaskBatch, TaskDistribution
 
 
 def _positive_int(owner: str, name: str, value) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"The `{name}` of {owner} must be an integer >= 1. Got {value!r} instead.")
+        raise TaskSpecError(f"The `{name}` of {owner} must be an integer >= 1. Got {value!r} instead.")
     return value
 
 
-class QuadraticProblem:
-    """A batch of quadratics ``f(theta) = ||W theta - y||^2``, one ``(W, y)`` per task.
+def quadratic_loss(theta: Tensor, weights: Tensor, targets: Tensor) -> Tensor:
+    """``||W theta - y||^2`` per task: ``theta (B, dim)``, ``W (B, dim, dim)``, ``y (B, dim)`` -> ``(B,)``."""
+    return ((weights @ theta.unsqueeze(-1)).squeeze(-1) - targets).pow(2).sum(-1)
+
+
+class QuadraticFamily(TaskDistribution):
+    """Random quadratics ``||W theta - y||^2`` with ``W, y ~ N(0, 1)``, ``theta_0 ~ N(0, init_scale^2)``.
+
+    Splits are statistically identical; seeds keep training and held-out problems apart. Draws
+    ``W``, ``y`` then ``theta_0`` from the generator, in the order the paper reproduction used.
 
     Args:
-        weights: ``W`` of shape ``(tasks, dim, dim)``.
-        targets: ``y`` of shape ``(tasks, dim)``.
-        init: the starting point ``theta_0`` of shape ``(tasks, dim)``.
-    """
-
-    def __init__(self, weights: Tensor, targets: Tensor, init: Tensor):
-        self.weights, self.targets, self.init = weights, targets, init
-
-    @property
-    def num_tasks(self) -> int:
-        return self.weights.shape[0]
-
-    def init_params(self) -> dict[str, Tensor]:
-        return {"theta": self.init.clone()}
-
-    def loss(self, params: dict[str, Tensor], step: int) -> Tensor:
-        return RandomQuadratics.loss(params["theta"], self.weights, self.targets)
-
-    def to(self, dtype: torch.dtype) -> QuadraticProblem:
-        return QuadraticProblem(self.weights.to(dtype), self.targets.to(dtype), self.init.to(dtype))
-
-
-class QuadraticFamily:
-    """Random 10-dimensional quadratics with ``W, y ~ N(0, 1)`` and ``theta_0 ~ N(0, init_scale^2)``.
-
-    Uses :class:`autometa.tasks.RandomQuadratics` for ``(W, y)``.
+        dim: the dimension (10 in the paper).
+        init_scale: the standard deviation of the starting point.
 
     References: Andrychowicz et al. 2016, section 3.1.
     """
 
+    kind = "quadratic"
+
     def __init__(self, dim: int = 10, init_scale: float = 1.0):
-        self.tasks = RandomQuadratics(dim=dim)
-        self.dim, self.init_scale = dim, float(init_scale)
+        self.dim = _positive_int("QuadraticFamily", "dim", dim)
+        if not isinstance(init_scale, (int, float)) or isinstance(init_scale, bool) or init_scale <= 0:
+            raise TaskSpecError(f"The `init_scale` of QuadraticFamily must be a float > 0. Got {init_scale!r}.")
+        self.init_scale = float(init_scale)
+        self.num_outputs = self.dim
+        self.input_shape = (self.dim,)
 
-    def sample(self, num_tasks: int, horizon: int, generator: torch.Generator) -> QuadraticProblem:
-        """``num_tasks`` quadratics (``horizon`` is unused: the function has no minibatches)."""
-        _positive_int("QuadraticFamily.sample", "num_tasks", num_tasks)
-        batch = self.tasks.sample(num_tasks, generator)
-        init = self.init_scale * torch.randn(num_tasks, self.dim, generator=generator)
-        return QuadraticProblem(batch.support_x, batch.support_y, init)
+    def sample(self, batch_size: int, generator: torch.Generator) -> TaskBatch:
+        _positive_int("QuadraticFamily.sample", "batch_size", batch_size)
+        w = torch.randn(batch_size, self.dim, self.dim, generator=generator)
+        y = torch.randn(batch_size, self.dim, generator=generator)
+        init = self.init_scale * torch.randn(batch_size, self.dim, generator=generator)
+        return TaskBatch(w, y, w, y, {"init": init})
 
 
-_ACTIVATIONS = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}
+def stream_loss(model: nn.Module, params: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+    """Mean cross-entropy per task of a batch of networks: ``params`` and ``x (B, n, ...)`` batched over tasks.
 
-
-class MLPProblem:
-    """A batch of fully connected classifiers, each with its own weights and minibatch stream.
-
-    Parameters are stored batched, ``layer{i}.weight`` of shape ``(tasks, in, out)`` and
-    ``layer{i}.bias`` of shape ``(tasks, 1, out)``, and applied with ``torch.bmm``.
-
-    Args:
-        inputs: all examples, ``(n, features)`` float.
-        labels: ``(n,)`` long.
-        batch_indices: ``(steps, tasks, batch_size)`` indices of the minibatch of each step.
-        init: initial parameters (batched as above).
-        activation: ``sigmoid``, ``relu`` or ``tanh`` between layers.
+    Returns:
+        ``(B,)`` losses, each task's network applied to its own inputs (``torch.func.vmap``).
     """
+    def one(p, xs, ys):
+        logits = torch.func.functional_call(model, p, (xs,))
+        return nn.functional.cross_entropy(logits, ys)
 
-    def __init__(self, inputs: Tensor, labels: Tensor, batch_indices: Tensor, init: dict[str, Tensor],
-                 activation: str):
-        self.inputs, self.labels, self.batch_indices = inputs, labels, batch_indices
-        self.init, self.activation = init, activation
-        self.layers = len(init) // 2
-
-    @property
-    def num_tasks(self) -> int:
-        return self.batch_indices.shape[1]
-
-    def init_params(self) -> dict[str, Tensor]:
-        return {k: v.clone() for k, v in self.init.items()}
-
-    def logits(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
-        """Outputs ``(tasks, batch, classes)`` for inputs ``x`` of shape ``(tasks, batch, features)``."""
-        act = _ACTIVATIONS[self.activation]
-        for i in range(self.layers):
-            x = torch.baddbmm(params[f"layer{i}.bias"], x, params[f"layer{i}.weight"])
-            if i < self.layers - 1:
-                x = act(x)
-        return x
-
-    def loss(self, params: dict[str, Tensor], step: int) -> Tensor:
-        if step >= self.batch_indices.shape[0]:
-            raise ConfigError(f"This MLPProblem holds minibatches for {self.batch_indices.shape[0]} steps; "
-                              f"step {step} was asked for. Sample it with a longer horizon.")
-        index = self.batch_indices[step]
-        x = self.inputs[index].to(params["layer0.weight"].dtype)
-        logits = self.logits(params, x)
-        per_example = torch.nn.functional.cross_entropy(
-            logits.flatten(0, 1), self.labels[index].flatten(), reduction="none")
-        return per_example.view(index.shape).mean(-1)
-
-    def to(self, dtype: torch.dtype) -> MLPProblem:
-        return MLPProblem(self.inputs.to(dtype), self.labels, self.batch_indices,
-                          {k: v.to(dtype) for k, v in self.init.items()}, self.activation)
+    return torch.func.vmap(one)(params, x, y)
 
 
-class MLPFamily:
-    """Training an MLP classifier on an image dataset from a random init, one minibatch a step.
+def fresh_init(model: nn.Module, seed: int, dtype: torch.dtype | None = None) -> dict[str, Tensor]:
+    """New starting weights for ``model`` drawn from ``seed``, with ``nn.Linear``'s default distribution.
 
-    The paper's MNIST problem is ``MLPFamily(load_mnist(), hidden=(20,), activation="sigmoid",
-    batch_size=128)``; its generalization checks change ``hidden`` (``(40,)``, ``(20, 20)``) and
-    ``activation`` (``"relu"``).
+    A weight of two or more dimensions is drawn from ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, the
+    bias next to it from the same range (what ``nn.Linear`` and ``nn.Conv2d`` do); any other
+    parameter (e.g. batch-norm scales) keeps the model's value. Never touches global RNG state.
+    """
+    generator = torch.Generator().manual_seed(int(seed))
+    named = dict(model.named_parameters())
+    out = {}
+    for name, p in named.items():
+        dtype_ = dtype or p.dtype
+        weight = name[:-4] + "weight" if name.endswith("bias") else name
+        if weight in named and named[weight].dim() >= 2:
+            fan_in = math.prod(named[weight].shape[1:])
+            bound = 1.0 / math.sqrt(fan_in)
+            out[name] = ((torch.rand(p.shape, generator=generator, dtype=torch.float64) * 2 - 1) * bound).to(dtype_)
+        else:
+            out[name] = p.detach().clone().to(dtype_)
+    return out
+
+
+class MLPFamily(TaskDistribution):
+    """Training a network from a fresh random init on a stream of minibatches of an image dataset.
+
+    The paper's MNIST problem is ``MLPFamily(load_mnist(), steps=100, batch_size=128)`` with the
+    config's ``model: {name: mlp, hidden: [20], activation: sigmoid}``; its generalization
+    checks change the model (``hidden: [40]``, ``[20, 20]``, ``activation: relu``) or ``steps``.
 
     Args:
         dataset: images ``(n, C, H, W)`` (flattened here) and integer labels.
-        hidden: widths of the hidden layers.
-        activation: ``sigmoid``, ``relu`` or ``tanh``.
+        steps: optimizer steps each task's stream supports (``steps + 1`` minibatches).
         batch_size: examples per step (128 in the paper).
+        queries: examples of the query set (to measure the trained network on other data).
+        name: how the family names itself in errors (e.g. ``mnist/train``).
 
     References: Andrychowicz et al. 2016, section 3.2.
     """
 
-    def __init__(self, dataset: ArrayDataset, hidden: Sequence[int] = (20,), activation: str = "sigmoid",
-                 batch_size: int = 128):
-        if activation not in _ACTIVATIONS:
-            raise ConfigError(f"MLPFamily activation must be one of {sorted(_ACTIVATIONS)}. "
-                              f"Got {activation!r}.")
-        hidden = tuple(hidden)
-        for width in hidden:
-            _positive_int("MLPFamily", "hidden", width)
-        self.batch_size = _positive_int("MLPFamily", "batch_size", batch_size)
-        self.inputs = torch.as_tensor(np.asarray(dataset.x, dtype=np.float32)).flatten(1)
-        self.labels = torch.as_tensor(dataset.y).long()
-        self.num_classes = int(self.labels.max()) + 1
-        self.hidden, self.activation = hidden, activation
+    kind = "classification"
 
-    def sample(self, num_tasks: int, horizon: int, generator: torch.Generator) -> MLPProblem:
-        """``num_tasks`` networks with fresh initial weights and minibatches for ``horizon + 1`` steps."""
-        _positive_int("MLPFamily.sample", "num_tasks", num_tasks)
-        _positive_int("MLPFamily.sample", "horizon", horizon)
-        sizes = [self.inputs.shape[1], *self.hidden, self.num_classes]
-        init = {}
-        for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
-            # nn.Linear's default initialisation, drawn from the explicit generator
-            bound = 1.0 / math.sqrt(fan_in)
-            for kind, shape in (("weight", (num_tasks, fan_in, fan_out)), ("bias", (num_tasks, 1, fan_out))):
-                init[f"layer{i}.{kind}"] = (torch.rand(shape, generator=generator) * 2 - 1) * bound
-        shape = (horizon + 1, num_tasks, self.batch_size)
-        indices = torch.randint(len(self.labels), shape, generator=generator)
-        return MLPProblem(self.inputs, self.labels, indices, init, self.activation)
+    def __init__(self, dataset: ArrayDataset, steps: int = 100, batch_size: int = 128, queries: int = 256,
+                 name: str = "mlp"):
+        self.steps = _positive_int("MLPFamily", "steps", steps)
+        self.batch_size = _positive_int("MLPFamily", "batch_size", batch_size)
+        self.queries = _positive_int("MLPFamily", "queries", queries)
+        self.inputs = torch.as_tensor(np.asarray(dataset.x, dtype=np.float32)).flatten(1)
+        self.labels = torch.as_tensor(np.asarray(dataset.y)).long()
+        self.num_classes = self.num_outputs = int(self.labels.max()) + 1
+        self.input_shape = (self.inputs.shape[1],)
+        self.name = name
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> TaskBatch:
+        _positive_int("MLPFamily.sample", "batch_size", batch_size)
+        stream = torch.randint(len(self.labels), (batch_size, self.steps + 1, self.batch_size), generator=generator)
+        query = torch.randint(len(self.labels), (batch_size, self.queries), generator=generator)
+        seeds = torch.randint(0, 2**62, (batch_size,), generator=generator)
+        return TaskBatch(self.inputs[stream], self.labels[stream], self.inputs[query], self.labels[query],
+                         {"init_seed": seeds})
+
+
+def check_stream(batch: TaskBatch, step: int) -> None:
+    """Raise :class:`ConfigError` if ``batch`` (of an :class:`MLPFamily`) holds no minibatch for ``step``."""
+    if step >= batch.support_x.shape[1]:
+        raise ConfigError(f"These tasks hold minibatches for {batch.support_x.shape[1] - 1} optimizer steps; step "
+                          f"{step} was asked for. Raise tasks.steps, or lower the learner's horizon/eval_steps.")

@@ -8,7 +8,7 @@ from autometa.learners import MetaLearnerLSTM, build_learner
 from autometa.nets import build_net
 from autometa.tasks import TaskBatch
 
-CONFIGS = sorted((Path(__file__).parents[2] / "experiments" / "optimizers").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).parents[2] / "experiments" / "optimizers").glob("omniglot_metalearner_lstm_*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

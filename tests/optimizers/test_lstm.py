@@ -1,31 +1,24 @@
 import math
 
-import numpy as np
 import pytest
 import torch
 
-from autometa.data import ArrayDataset
 from autometa.errors import CheckpointError, ConfigError, NumericalError
-from autometa.slots.optimizer import (
-    SGD,
-    LSTMOptimizer,
-    meta_train,
-    optimize,
-    preprocess_gradients,
-    truncated_unrolls,
-    unroll,
-)
-from autometa.tasks import MLPFamily, QuadraticFamily, QuadraticProblem
+from autometa.hypergrad import TruncatedBPTT
+from autometa.learners import L2O
+from autometa.slots.optimizer import LSTMOptimizer, preprocess_gradients
+from autometa.tasks import TaskBatch
 
 DIM, STEPS = 3, 4
 
 
 def tiny_quadratic(dtype=torch.float64, seed=0):
+    """One quadratic ||W theta - y||^2 as a task batch of the L2O learner."""
     gen = torch.Generator().manual_seed(seed)
     w = torch.randn(1, DIM, DIM, generator=gen, dtype=dtype)
     y = torch.randn(1, DIM, generator=gen, dtype=dtype)
     theta0 = torch.randn(1, DIM, generator=gen, dtype=dtype)
-    return QuadraticProblem(w, y, theta0)
+    return TaskBatch(w, y, w, y, {"init": theta0})
 
 
 def lstm64(seed=0, **kwargs):
@@ -33,9 +26,37 @@ def lstm64(seed=0, **kwargs):
     return LSTMOptimizer(hidden_size=5, **kwargs).double()
 
 
+def learner64(opt, length=STEPS, horizon=STEPS, first_order=True):
+    estimator = TruncatedBPTT(length=length, horizon=horizon, first_order=first_order)
+    return L2O(torch.nn.Linear(1, 1), optimizer=opt, estimator=estimator, task="quadratic")
+
+
+def meta_gradient(learner):
+    """What one meta-step of the learner writes into the LSTM weights' ``.grad``."""
+    return [p.grad.clone() for p in learner.optimizer.parameters()]
+
+
+def hand_unroll(opt, w, y, theta, state, steps):
+    """The paper's meta-loss written out with the optimizer's update, gradients of f as constants."""
+    total = 0.0
+    for _ in range(steps):
+        grad = (2 * w.T @ (w @ theta[0] - y)).detach()[None]
+        new, state = opt.update({"theta": grad}, state, {"theta": theta})
+        theta = new["theta"]
+        total = total + ((w @ theta[0] - y) ** 2).sum()
+    return total, theta, state
+
+
+def last_iterate(opt, problem, steps=STEPS):
+    theta0 = problem.info["init"]
+    _, theta, _ = hand_unroll(opt, problem.support_x[0], problem.support_y[0], theta0.clone(),
+                              opt.init({"theta": theta0}), steps)
+    return theta[0].detach()
+
+
 def reference_meta_loss(opt, problem, steps):
     """The paper's meta-loss written out by hand in float64, gradients of f treated as constants."""
-    w, y, theta = problem.weights[0], problem.targets[0], problem.init[0]
+    w, y, theta = problem.support_x[0], problem.support_y[0], problem.info["init"][0]
     weights = dict(opt.named_parameters())
     h = [torch.zeros(DIM, opt.hidden_size, dtype=torch.float64) for _ in range(2)]
     c = [torch.zeros(DIM, opt.hidden_size, dtype=torch.float64) for _ in range(2)]
@@ -72,12 +93,18 @@ def test_preprocessing_follows_the_paper():
 
 
 def test_first_order_meta_gradient_equals_handwritten_float64_unroll():
+    """Truncated BPTT through the L2O learner = the paper's meta-loss differentiated by hand."""
     opt, problem = lstm64(), tiny_quadratic()
-    meta_loss, *_ = unroll(opt, problem, problem.init_params(), opt.init(problem.init_params()), 0, STEPS)
-    got = torch.autograd.grad(meta_loss, list(opt.parameters()))
+    learner = learner64(opt)
+    metrics = learner.meta_backward(problem)
+    got = meta_gradient(learner)
     expected_loss = reference_meta_loss(opt, problem, STEPS)
-    expected = torch.autograd.grad(expected_loss, list(opt.parameters()))
-    torch.testing.assert_close(meta_loss, expected_loss, rtol=1e-12, atol=1e-12)
+    expected = torch.autograd.grad(expected_loss / STEPS, list(opt.parameters()))  # mean over the truncation
+    fresh = learner64(opt)
+    value, _ = fresh.estimator(fresh.problem(problem), fresh.meta_params())
+    torch.testing.assert_close(value, expected_loss / STEPS, rtol=1e-12, atol=1e-12)
+    assert metrics["loss"] == pytest.approx(float(((problem.support_x[0] @ last_iterate(opt, problem)
+                                                    - problem.support_y[0]) ** 2).sum()), rel=1e-9)
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
 
@@ -86,8 +113,8 @@ def test_second_order_meta_gradient_equals_finite_differences():
     opt, problem = lstm64(seed=1), tiny_quadratic(seed=1)
 
     def meta_loss():
-        params = problem.init_params()
-        return unroll(opt, problem, params, opt.init(params), 0, STEPS, second_order=True)[0]
+        learner = learner64(opt, first_order=False)
+        return learner.estimator(learner.problem(problem), learner.meta_params())[0]
 
     analytic = torch.autograd.grad(meta_loss(), list(opt.parameters()))
     h = 1e-6
@@ -105,38 +132,41 @@ def test_second_order_meta_gradient_equals_finite_differences():
             assert grad.view(-1)[index].item() == pytest.approx(numeric, rel=1e-5, abs=1e-7), name
             checked += 1
     assert checked == 2 * len(analytic)
+    # the first-order estimate differs: the comparison above sees the Hessian terms
+    first = learner64(opt, first_order=True)
+    first_grads = torch.autograd.grad(first.estimator(first.problem(problem), first.meta_params())[0],
+                                      list(opt.parameters()))
+    assert any(not torch.allclose(a, b) for a, b in zip(first_grads, analytic))
 
 
 def test_truncation_cuts_the_gradient_between_unrolls():
-    """By construction: unroll 2's meta-loss reaches neither theta_0 nor unroll 1's iterates."""
+    """The second truncation's meta-gradient reaches neither theta_0 nor the first truncation's iterates."""
     opt, problem = lstm64(seed=2), tiny_quadratic(seed=2)
-    problem.init.requires_grad_(True)  # a leaf at the start of unroll 1
-    chunks = truncated_unrolls(opt, problem, horizon=2 * STEPS, unroll_length=STEPS)
-    first, _ = next(chunks)
-    assert torch.autograd.grad(first, problem.init, retain_graph=True)[0].abs().sum() > 0
-    second, _ = next(chunks)
-    assert torch.autograd.grad(second, problem.init, allow_unused=True)[0] is None
-    got = torch.autograd.grad(second, list(opt.parameters()))
+    learner = learner64(opt, length=STEPS, horizon=2 * STEPS)
+    learner.meta_backward(problem)
+    opt.zero_grad()
+    other = tiny_quadratic(seed=3)  # ignored: the problem in progress continues
+    learner.meta_backward(other)
+    got = meta_gradient(learner)
 
-    # Reference: unroll 2 restarted from copies of the boundary values as fresh constants.
-    params = {"theta": problem.init.detach().clone()}
-    _, boundary_params, boundary_state, _ = unroll(opt, problem, params, opt.init(params), 0, STEPS)
-    constants = {k: v.detach().clone() for k, v in boundary_params.items()}
-    constant_state = {k: v.detach().clone() for k, v in boundary_state.items()}
-    restarted, *_ = unroll(opt, problem, constants, constant_state, STEPS, STEPS)
-    expected = torch.autograd.grad(restarted, list(opt.parameters()))
+    # Reference: unroll 2 restarted by hand from copies of the boundary values as fresh constants.
+    w, y, theta0 = problem.support_x[0], problem.support_y[0], problem.info["init"]
+    _, boundary, state = hand_unroll(opt, w, y, theta0.clone(), opt.init({"theta": theta0}), STEPS)
+    constants = {k: v.detach().clone() for k, v in state.items()}
+    restarted, _, _ = hand_unroll(opt, w, y, boundary.detach().clone(), constants, STEPS)
+    expected = torch.autograd.grad(restarted / STEPS, list(opt.parameters()))
     for a, b in zip(got, expected):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
 
     # Without the cut the gradient differs, so the comparison above can fail.
-    full, *_ = unroll(opt, problem, {"theta": problem.init.detach().clone()},
-                      opt.init(params), 0, 2 * STEPS)
-    untruncated_first, p_mid, s_mid, _ = unroll(opt, problem, {"theta": problem.init.detach().clone()},
-                                                opt.init(params), 0, STEPS)
-    untruncated_second, *_ = unroll(opt, problem, p_mid, s_mid, STEPS, STEPS)
-    leaked = torch.autograd.grad(untruncated_second, list(opt.parameters()))
+    _, mid, mid_state = hand_unroll(opt, w, y, theta0.clone(), opt.init({"theta": theta0}), STEPS)
+    untruncated, _, _ = hand_unroll(opt, w, y, mid, mid_state, STEPS)
+    leaked = torch.autograd.grad(untruncated / STEPS, list(opt.parameters()))
     assert any(not torch.allclose(a, b) for a, b in zip(leaked, expected))
-    torch.testing.assert_close(full, untruncated_first + untruncated_second)
+
+    # after the horizon the next meta-step starts the new problem
+    learner.meta_backward(other)
+    assert learner._problem is other
 
 
 def test_non_finite_update_names_step_and_parameter():
@@ -170,59 +200,6 @@ def test_save_and_load_roundtrip(tmp_path):
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not an LSTMOptimizer checkpoint"):
         LSTMOptimizer.load(tmp_path / "other.pt")
-
-
-def test_meta_train_is_seeded_and_lowers_the_loss():
-    family = QuadraticFamily(dim=4)
-
-    def train():
-        torch.manual_seed(0)
-        opt = LSTMOptimizer(hidden_size=8)
-        return opt, meta_train(opt, family, iterations=8, seed=3, horizon=10, unroll_length=5,
-                               tasks_per_iteration=16, meta_lr=0.01)
-
-    opt_a, history_a = train()
-    _, history_b = train()
-    assert [r["meta_loss"] for r in history_a] == [r["meta_loss"] for r in history_b]
-    problem = family.sample(32, 10, torch.Generator().manual_seed(9))
-    torch.manual_seed(0)
-    untrained = optimize(LSTMOptimizer(hidden_size=8), problem, 10)[-1].mean()
-    assert optimize(opt_a, problem, 10)[-1].mean() < untrained
-    with pytest.raises(ConfigError, match="multiple of unroll_length"):
-        meta_train(opt_a, family, iterations=1, seed=0, horizon=10, unroll_length=3)
-
-
-def test_optimize_matches_an_untracked_unroll_and_sgd_by_hand():
-    problem = tiny_quadratic(torch.float32)
-    curves = optimize(SGD(lr=0.01), problem, 3)
-    _, _, _, losses = unroll(SGD(lr=0.01), problem, problem.init_params(), {"step": torch.zeros(())},
-                             0, 3, track=False)
-    assert np.allclose(curves[:, 0].numpy(), losses)
-    theta, w, y = problem.init[0], problem.weights[0], problem.targets[0]
-    for _ in range(3):
-        theta = theta - 0.01 * 2 * w.T @ (w @ theta - y)
-    assert curves[-1, 0].item() == pytest.approx(((w @ theta - y) ** 2).sum().item(), rel=1e-5)
-
-
-def test_mlp_problem_equals_torch_modules():
-    gen = torch.Generator().manual_seed(0)
-    data = ArrayDataset(torch.rand(40, 1, 4, 4, generator=gen).numpy(), np.arange(40) % 3)
-    family = MLPFamily(data, hidden=(5, 6), activation="relu", batch_size=8)
-    problem = family.sample(2, horizon=3, generator=gen)
-    params = problem.init_params()
-    net = torch.nn.Sequential(torch.nn.Linear(16, 5), torch.nn.ReLU(), torch.nn.Linear(5, 6), torch.nn.ReLU(),
-                              torch.nn.Linear(6, 3))
-    with torch.no_grad():
-        for i, layer in enumerate([net[0], net[2], net[4]]):
-            layer.weight.copy_(params[f"layer{i}.weight"][1].T)
-            layer.bias.copy_(params[f"layer{i}.bias"][1, 0])
-    index = problem.batch_indices[2, 1]
-    expected = torch.nn.functional.cross_entropy(net(problem.inputs[index]), problem.labels[index])
-    assert problem.loss(params, 2)[1].item() == pytest.approx(expected.item(), rel=1e-6)
-    with pytest.raises(ConfigError, match="step 4"):
-        problem.loss(params, 4)
-    with pytest.raises(ConfigError, match="activation"):
-        MLPFamily(data, activation="gelu")
 
 
 def test_lstm_optimizer_space_and_arguments():

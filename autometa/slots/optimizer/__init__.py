@@ -9,6 +9,9 @@ hyperparameters:
 - learned: :class:`LearnedRates` (Meta-SGD's per-coordinate rates), :class:`LSTMOptimizer`
   (Andrychowicz et al. 2016).
 
+Learned fillers are meta-trained through :mod:`autometa.hypergrad`'s estimators, by the learner
+that uses them (:class:`autometa.learners.L2O` on optimizee families, or MAML's inner loop).
+
 Config names: ``sgd``, ``momentum``, ``nesterov``, ``rmsprop``, ``adam``, ``learned_rates``, ``lstm``.
 """
 
@@ -24,21 +27,12 @@ from autometa.slots.optimizer._handcrafted import (
     build_rule,
 )
 from autometa.slots.optimizer._learned import LearnedRates
-from autometa.slots.optimizer._lstm import (
-    LSTMOptimizer,
-    check_finite_update,
-    meta_train,
-    optimize,
-    preprocess_gradients,
-    truncated_unrolls,
-    unroll,
-)
+from autometa.slots.optimizer._lstm import LSTMOptimizer, check_finite_update, preprocess_gradients
 
 register_filler("learned_rates", LearnedRates)
 register_filler("lstm", LSTMOptimizer)
 
 __all__ = [
     "HANDCRAFTED", "SGD", "Adam", "LSTMOptimizer", "LearnedRates", "Momentum", "Nesterov", "RMSprop",
-    "UpdateRule", "build_rule", "check_finite_update", "meta_train", "optimize", "preprocess_gradients",
-    "truncated_unrolls", "unroll",
+    "UpdateRule", "build_rule", "check_finite_update", "preprocess_gradients",
 ]

@@ -1,17 +1,17 @@
-"""The LSTM optimizer of Andrychowicz et al. 2016 and its truncated-BPTT meta-training.
+"""The LSTM optimizer of Andrychowicz et al. 2016.
 
 ``LSTMOptimizer`` has the same functional face as the hand-crafted rules
 (``init(params) -> state``, ``update(grads, state, params) -> (params, state)``), so anything
 that runs SGD or Adam on a problem runs the learned optimizer too; its LSTM weights are the
-meta-parameters ω.
+meta-parameters ω. It is meta-trained by the hypergradient estimators like any other
+meta-parameter: on optimizee families by :class:`autometa.learners.L2O` (truncated BPTT by
+default), or as MAML's inner optimizer (``learner.optimizer: {name: lstm}``).
 """
 
 from __future__ import annotations
 
 import math
 import os
-import time
-from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -167,153 +167,3 @@ class LSTMOptimizer(UpdateRule):
         optimizer = cls(**blob["config"])
         optimizer.load_state_dict(blob["state_dict"])
         return optimizer
-
-
-def _detached(tensors: dict[str, Tensor], requires_grad: bool = False) -> dict[str, Tensor]:
-    return {k: v.detach().requires_grad_(requires_grad and v.is_floating_point()) for k, v in tensors.items()}
-
-
-def unroll(rule, problem, params: Params, state: State, start: int, steps: int,
-           second_order: bool = False, track: bool = True) -> tuple[Tensor, Params, State, list[float]]:
-    """Run ``steps`` updates of ``rule`` on ``problem`` from step ``start``; the truncation unit.
-
-    The meta-loss is the paper's ``sum_t f(theta_t)`` over the iterates this unroll produces
-    (``theta_{start+1} .. theta_{start+steps}``), each averaged over the problem's tasks.
-
-    Args:
-        rule: anything with ``update(grads, state, params)`` (an :class:`LSTMOptimizer` or a
-            hand-crafted rule).
-        problem: has ``loss(params, step) -> (tasks,)``.
-        params, state: where the unroll starts; treated as given (callers detach them at a
-            truncation boundary, see :func:`meta_train`).
-        second_order: differentiate through the optimizee's gradients (Hessian terms). The
-            paper drops them (``False``): the gradient fed to the optimizer is a constant.
-        track: build the graph for the meta-gradient; ``False`` for evaluation.
-
-    Returns:
-        ``(meta_loss, params, state, losses)`` where ``losses`` are the per-step mean losses
-        ``f(theta_start) .. f(theta_{start+steps})`` as floats (``steps + 1`` of them).
-    """
-    params = {k: v if v.requires_grad else v.detach().requires_grad_(True) for k, v in params.items()}
-    loss = problem.loss(params, start)
-    losses = [float(loss.detach().mean())]
-    meta_loss = torch.zeros((), dtype=loss.dtype)
-    for t in range(start, start + steps):
-        # retain the graph: the meta-loss backpropagates through this loss's forward pass later
-        grads = torch.autograd.grad(loss.sum(), list(params.values()), retain_graph=track,
-                                    create_graph=track and second_order)
-        grads = dict(zip(params, grads if (track and second_order) else (g.detach() for g in grads)))
-        if track:
-            params, state = rule.update(grads, state, params)
-        else:
-            with torch.no_grad():
-                params, state = rule.update(grads, state, params)
-            params = _detached(params, requires_grad=True)
-        loss = problem.loss(params, t + 1)
-        losses.append(float(loss.detach().mean()))
-        if track:
-            meta_loss = meta_loss + loss.mean()
-    return meta_loss, params, state, losses
-
-
-def optimize(rule, problem, steps: int) -> Tensor:
-    """Run ``rule`` on ``problem`` for ``steps`` steps without meta-gradients.
-
-    Returns:
-        Per-task losses ``(steps + 1, tasks)`` at ``theta_0 .. theta_steps``.
-    """
-    params = _detached(problem.init_params(), requires_grad=True)
-    state = rule.init(params)
-    rows = []
-    loss = problem.loss(params, 0)
-    rows.append(loss.detach())
-    for t in range(steps):
-        grads = dict(zip(params, torch.autograd.grad(loss.sum(), list(params.values()))))
-        with torch.no_grad():
-            params, state = rule.update(grads, state, params)
-        params = _detached(params, requires_grad=True)
-        loss = problem.loss(params, t + 1)
-        rows.append(loss.detach())
-    return torch.stack(rows)
-
-
-def truncated_unrolls(optimizer, problem, horizon: int, unroll_length: int, second_order: bool = False):
-    """Yield ``(meta_loss, losses)`` for each truncation of one ``horizon``-step optimization.
-
-    The caller backpropagates each ``meta_loss`` (and may update the optimizer) before asking for
-    the next one. When resumed, the generator detaches the optimizee parameters and the optimizer
-    state: the next truncation starts from constants, so its meta-loss sends no gradient into
-    earlier truncations (truncated BPTT).
-    """
-    params = problem.init_params()
-    state = optimizer.init(params)
-    for start in range(0, horizon, unroll_length):
-        length = min(unroll_length, horizon - start)
-        meta_loss, params, state, losses = unroll(optimizer, problem, params, state, start, length,
-                                                  second_order=second_order)
-        yield meta_loss, losses
-        # truncation boundary
-        params, state = _detached(params), _detached(state)
-
-
-def meta_train(optimizer: LSTMOptimizer, family, iterations: int, seed: int, horizon: int = 100,
-               unroll_length: int = 20, tasks_per_iteration: int = 1, meta_lr: float = 1e-3,
-               second_order: bool = False, max_grad_norm: float | None = None,
-               callback: Callable[[int, dict], None] | None = None,
-               outer: torch.optim.Optimizer | None = None) -> list[dict]:
-    """Meta-train ``optimizer`` with truncated backpropagation through time and Adam.
-
-    Each iteration samples a fresh problem from ``family`` and optimizes it for ``horizon``
-    steps in truncations of ``unroll_length``; after each truncation the meta-loss (sum of the
-    optimizee losses over the truncation) is backpropagated into the LSTM weights and Adam takes
-    a step. At every truncation boundary the optimizee parameters and the LSTM state are
-    detached, so no gradient flows from one truncation into the previous one.
-
-    Args:
-        optimizer: the :class:`LSTMOptimizer` to train (in place).
-        family: has ``sample(num_tasks, horizon, generator)`` (e.g. :class:`QuadraticFamily`).
-        iterations: number of sampled problems (each gives ``horizon / unroll_length`` updates).
-        seed: seeds the problem sampler (the only randomness here).
-        horizon, unroll_length: optimizee steps per problem and per truncation (100 and 20).
-        tasks_per_iteration: independent optimizees in each problem (averaged).
-        meta_lr: Adam's learning rate on the LSTM weights.
-        second_order: keep the optimizee's Hessian terms (the paper drops them).
-        max_grad_norm: clip the meta-gradient norm (``None``: no clipping).
-        callback: called as ``callback(iteration, record)`` after each iteration.
-        outer: the meta-optimizer to use (to continue a run with its Adam moments); default a
-            fresh ``Adam(optimizer.parameters(), lr=meta_lr)``.
-
-    Returns:
-        One record per iteration: ``{"iteration", "meta_loss", "final_loss", "seconds",
-        "cpu_seconds"}`` (wall and process CPU time since the start).
-
-    Raises:
-        ConfigError: if ``horizon`` is not a multiple of ``unroll_length``.
-
-    References: Andrychowicz et al. 2016, section 2.
-    """
-    if not (isinstance(unroll_length, int) and unroll_length >= 1 and isinstance(horizon, int)
-            and horizon % unroll_length == 0):
-        raise ConfigError(f"meta_train needs integer horizon a multiple of unroll_length >= 1. "
-                          f"Got horizon={horizon!r}, unroll_length={unroll_length!r}.")
-    generator = torch.Generator().manual_seed(seed)
-    outer = outer if outer is not None else torch.optim.Adam(optimizer.parameters(), lr=meta_lr)
-    history = []
-    start_time, start_cpu = time.perf_counter(), time.process_time()
-    for iteration in range(iterations):
-        problem = family.sample(tasks_per_iteration, horizon, generator)
-        meta_total, losses = 0.0, []
-        for meta_loss, chunk in truncated_unrolls(optimizer, problem, horizon, unroll_length, second_order):
-            outer.zero_grad()
-            meta_loss.backward()
-            if max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(optimizer.parameters(), max_grad_norm)
-            outer.step()
-            meta_total += float(meta_loss.detach())
-            losses.extend(chunk if not losses else chunk[1:])
-        record = {"iteration": iteration, "meta_loss": meta_total, "final_loss": losses[-1],
-                  "seconds": time.perf_counter() - start_time, "cpu_seconds": time.process_time() - start_cpu}
-        history.append(record)
-        if callback is not None:
-            callback(iteration, record)
-    return history
