@@ -23,7 +23,8 @@ def _learned_rates_reference(grads, state, params):
 
 
 CASES = {
-    ("optimizer", "sgd"): ({"lr": 0.1, "weight_decay": 0.01}, lambda ps: torch.optim.SGD(ps, lr=0.1, weight_decay=0.01)),
+    ("optimizer", "sgd"): ({"lr": 0.1, "weight_decay": 0.01},
+                          lambda ps: torch.optim.SGD(ps, lr=0.1, weight_decay=0.01)),
     ("optimizer", "momentum"): ({"lr": 0.1}, lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9)),
     ("optimizer", "nesterov"): ({"lr": 0.1}, lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True)),
     ("optimizer", "rmsprop"): ({"lr": 0.01}, lambda ps: torch.optim.RMSprop(ps, lr=0.01)),
