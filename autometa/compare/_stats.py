@@ -96,8 +96,9 @@ def nested_difference(candidate, reference, confidence: float = 0.95) -> dict:
     """Paired difference ``candidate - reference`` per seed and task, as :func:`nested_interval`.
 
     Adds ``significant`` (the interval excludes 0; only at the ``"seeds"`` level, since with
-    fewer than three seeds nothing can be said beyond these seeds) and ``per_seed`` (the
-    difference of each seed's means). Identical inputs give a difference of exactly 0.
+    fewer than three seeds nothing can be said beyond these seeds), ``significant_given_seeds``
+    (the same at the ``"tasks"`` level, else None) and ``per_seed`` (the difference of each seed's
+    means). Identical inputs give a difference of exactly 0. Leading dimensions are batched.
     """
     a, b = np.asarray(candidate, np.float64), np.asarray(reference, np.float64)
     if a.shape != b.shape:
@@ -105,10 +106,19 @@ def nested_difference(candidate, reference, confidence: float = 0.95) -> dict:
                          f"test every filler on the same seeds and tasks.")
     d = a - b
     out = nested_interval(d, confidence)
-    excludes_zero = out["low"] is not None and out["high"] is not None and (out["low"] > 0 or out["high"] < 0)
-    out["significant"] = bool(out["level"] == "seeds" and excludes_zero)
-    out["significant_given_seeds"] = bool(excludes_zero) if out["level"] == "tasks" else None
-    out["per_seed"] = [float(v) for v in d.mean(axis=-1)]
+    low = np.asarray(out["low"] if out["low"] is not None else -np.inf, dtype=np.float64)
+    high = np.asarray(out["high"] if out["high"] is not None else np.inf, dtype=np.float64)
+    excludes_zero = (low > 0) | (high < 0)
+    at_seeds = out["level"] == "seeds"
+    out["significant"] = excludes_zero if at_seeds else np.zeros_like(excludes_zero)
+    out["significant_given_seeds"] = None if at_seeds else excludes_zero
+    per_seed = d.mean(axis=-1)
+    if d.ndim == 2:
+        out["significant"] = bool(out["significant"])
+        if not at_seeds:
+            out["significant_given_seeds"] = bool(excludes_zero)
+        per_seed = [float(v) for v in per_seed]
+    out["per_seed"] = per_seed
     return out
 
 
