@@ -18,7 +18,7 @@ __all__ = ["AutometaError", "__version__", "compare", "search"]
 
 def __getattr__(name):
     if name == "compare":
-        return importlib.import_module("autometa.experiment").compare
+        return importlib.import_module("autometa.compare")  # a callable module: autometa.compare(...)
     if name == "search":
         return importlib.import_module("autometa.search")  # a callable module: autometa.search(...)
     raise AttributeError(f"module 'autometa' has no attribute {name!r}")

@@ -40,16 +40,17 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    from autometa.experiment import compare
+    from autometa.compare import compare
 
-    compare(args.config, args.out or _default_out(args.config, "compare"), progress=not args.quiet)
+    compare(args.config, args.out or _default_out(args.config, "compare"), progress=not args.quiet,
+            workers=args.workers, overwrite=args.overwrite, quiet=args.quiet)
     return 0
 
 
 def _cmd_report(args) -> int:
     import json
 
-    from autometa.experiment import print_table, render_report
+    from autometa.compare import print_table, render_report
 
     path = render_report(args.dir)
     print_table(json.loads((Path(args.dir) / "report.json").read_text()))
@@ -82,8 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     comp = sub.add_parser("compare", help="hand-crafted vs learned fillers on identical tasks; "
                                           "no config: the quickstart")
     comp.add_argument("config", nargs="?", help="comparison YAML (default: the built-in offline quickstart)")
-    comp.add_argument("--out", help="results directory (default runs/<config>-<time>); finished runs there are reused")
-    comp.add_argument("--quiet", action="store_true", help="no progress bars or table")
+    comp.add_argument("--out", help="results directory (default runs/<config>-<time>); runs finished there with "
+                                    "the same resolved config are reused, changed ones recomputed")
+    comp.add_argument("--workers", type=int, help="worker processes, one thread each (default: every CPU core); "
+                                                  "the numbers do not depend on it")
+    comp.add_argument("--overwrite", action="store_true", help="delete what --out holds first")
+    comp.add_argument("--quiet", action="store_true", help="no progress bars or tables; prints the report's path")
     comp.set_defaults(func=_cmd_compare)
 
     report = sub.add_parser("report", help="re-render report.md and the plots of a comparison directory")
