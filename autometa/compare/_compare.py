@@ -152,9 +152,11 @@ def _tune_job(comp: dict, fname: str, filler: dict, comp_dir: Path) -> dict:
     tune = filler["tune"]
     config = load_config(deep_merge(filler_config(comp, filler, comp["tune_seed"]), tune.get("overrides", {})))
     trials = int(tune.get("trials", 8))
-    digest = config_digest({"tune": config, "space": tune["space"], "trials": trials, "sampler": "optuna-tpe-0"})
+    digest = config_digest({"tune": config, "space": tune["space"], "trials": trials, "sampler": "optuna-tpe-0",
+                            **({"metric": tune["metric"]} if tune.get("metric") else {})})
     return {"kind": "tune", "comp": comp["name"], "filler": fname, "dir": str(comp_dir / "tuning" / fname),
-            "config": config, "space": tune["space"], "trials": trials, "digest": digest}
+            "config": config, "space": tune["space"], "trials": trials, "digest": digest,
+            "metric": tune.get("metric")}  # e.g. test.loss of tuning tasks, for a rule with nothing to meta-train
 
 
 def _run_job(comp: dict, fname: str, filler: dict, seed: int, comp_dir: Path) -> dict:

@@ -69,7 +69,8 @@ def _tune(job: dict, out: Path, wall_start: float, start_rss_mb: float) -> dict:
     from autometa.search import search
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial would break the progress bar
-    result = search(job["config"], job["space"], backend="optuna", n_trials=job["trials"], seed=0, out_dir=out)
+    result = search(job["config"], job["space"], backend="optuna", n_trials=job["trials"], seed=0, out_dir=out,
+                    metric=job.get("metric"))
     tuned = {"params": dict(result.best_params), "value": result.best_value, "trials": len(result.trials),
              "config_digest": job["digest"], "process": {**_usage(wall_start), "start_rss_mb": start_rss_mb}}
     (out / "tuned.json").write_text(json.dumps(tuned, indent=2))
