@@ -58,6 +58,10 @@ def _cmd_report(args) -> int:
     return 0
 
 
+PLUGIN_HELP = ("import this Python file first, e.g. one that registers your own filler "
+               "(examples/clipped_sgd.py; repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autometa", description=__doc__)
     parser.add_argument("--version", action="store_true", help="print the version and exit")
@@ -69,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a config value, e.g. --set learner.inner_lr=0.1 (repeatable)")
     run.add_argument("--out", help="results directory (default runs/<config>-<time>)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    run.add_argument("--plugin", action="append", default=[], metavar="PATH", help=PLUGIN_HELP)
     run.set_defaults(func=_cmd_run)
 
     ev = sub.add_parser("evaluate", help="test a finished run's checkpoint, e.g. on 20-way tasks")
@@ -89,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "the numbers do not depend on it")
     comp.add_argument("--overwrite", action="store_true", help="delete what --out holds first")
     comp.add_argument("--quiet", action="store_true", help="no progress bars or tables; prints the report's path")
+    comp.add_argument("--plugin", action="append", default=[], metavar="PATH", help=PLUGIN_HELP)
     comp.set_defaults(func=_cmd_compare)
 
     report = sub.add_parser("report", help="re-render report.md and the plots of a comparison directory")
@@ -117,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        from autometa._plugins import load_plugin
+
+        for path in getattr(args, "plugin", None) or []:
+            load_plugin(path)
         return args.func(args)
     except AutometaError as exc:
         print(f"autometa: error: {exc}", file=sys.stderr)

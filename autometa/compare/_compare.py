@@ -216,6 +216,7 @@ def _execute(jobs: list[dict], workers: int, on_done, log) -> None:
     which must wait for its tuning). Ready jobs start in list order, released ones first, so
     that a tuned filler's seeds are not also queued behind everything else.
     """
+    from autometa._plugins import loaded_plugins
     from autometa.compare._worker import run_job
 
     ready = list(jobs)
@@ -226,7 +227,7 @@ def _execute(jobs: list[dict], workers: int, on_done, log) -> None:
         while ready or running:
             while ready and len(running) < workers:
                 job = ready.pop(0)
-                running[pool.submit(run_job, job)] = job
+                running[pool.submit(run_job, job, loaded_plugins())] = job  # the user's --plugin files too
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 job = running.pop(future)

@@ -46,8 +46,15 @@ def _usage(wall_start: float) -> dict:
             "wall_s": round(time.perf_counter() - wall_start, 3), "pid": os.getpid()}
 
 
-def run_job(job: dict) -> dict:
-    """Run one job (``job["kind"]`` is ``"run"`` or ``"tune"``) and return its results and costs."""
+def run_job(job: dict, plugins: list[str] = ()) -> dict:
+    """Run one job (``job["kind"]`` is ``"run"`` or ``"tune"``) and return its results and costs.
+
+    ``plugins``: Python files the parent imported (``--plugin``), imported here first.
+    """
+    from autometa._plugins import load_plugin
+
+    for path in plugins:
+        load_plugin(path)
     wall_start = time.perf_counter()
     torch.set_num_threads(1)
     start_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

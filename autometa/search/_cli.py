@@ -58,6 +58,8 @@ def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
     sweep.add_argument("--direction", action="append", choices=("minimize", "maximize"),
                        help="one per --metric (default: maximize accuracies, minimize the rest)")
     sweep.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    sweep.add_argument("--plugin", action="append", default=[], metavar="PATH",
+                       help="import this Python file first, e.g. one that registers your own filler (repeatable)")
     sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value for every trial, e.g. --set outer.steps=500 (repeatable)")
     sweep.add_argument("--timeout", type=float, help="optuna/nni: start no trial after this many seconds")
