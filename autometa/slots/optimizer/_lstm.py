@@ -120,24 +120,28 @@ class LSTMOptimizer(UpdateRule):
                meta: dict[str, Tensor] | None = None) -> tuple[Params, State]:
         """One learned step for all coordinates at once, with the LSTM weights ``meta`` (default: its own).
 
+        ``meta`` may hold some of the weights (``cells.0.weight_ih``, ...); the others are the
+        module's own. The cells are applied as functions of the weights (no module call), so
+        module hooks (e.g. ``FlopCounterMode``'s) never see them and no parameters are swapped.
+
         Raises:
             NumericalError: if ``check_finite`` and some update is NaN or inf.
         """
-        if meta is not None:
-            return torch.func.functional_call(self, meta, (grads, state, params), strict=False)
-        return self(grads, state, params)
-
-    def forward(self, grads: Params, state: State, params: Params) -> tuple[Params, State]:
-        """The update with the module's own weights (see :meth:`update`)."""
+        weights = dict(self.named_parameters())
+        if meta:
+            weights.update(meta)
         names = list(params)
         flat = torch.cat([grads[k].reshape(-1) for k in names])
         x = preprocess_gradients(flat, self.preprocess) if self.preprocess is not None else flat[:, None]
         new_state = {"step": state["step"] + 1}
-        for i, cell in enumerate(self.cells):
-            h, c = cell(x, (state[f"h{i}"], state[f"c{i}"]))
+        for i in range(self.num_layers):
+            h, c = torch.lstm_cell(x, (state[f"h{i}"], state[f"c{i}"]), weights[f"cells.{i}.weight_ih"],
+                                   weights[f"cells.{i}.weight_hh"], weights[f"cells.{i}.bias_ih"],
+                                   weights[f"cells.{i}.bias_hh"])
             new_state[f"h{i}"], new_state[f"c{i}"] = h, c
             x = h
-        delta = self.output(x).squeeze(-1) * self.output_scale
+        delta = nn.functional.linear(x, weights["output.weight"], weights["output.bias"]).squeeze(-1)
+        delta = delta * self.output_scale
         new_params, offset = {}, 0
         for k in names:
             n = params[k].numel()
@@ -147,6 +151,10 @@ class LSTMOptimizer(UpdateRule):
             new_params[k] = params[k] + step_k
             offset += n
         return new_params, new_state
+
+    def forward(self, grads: Params, state: State, params: Params) -> tuple[Params, State]:
+        """The update with the module's own weights (see :meth:`update`)."""
+        return self.update(grads, state, params)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the configuration and weights (loadable with ``torch.load(weights_only=True)``)."""
