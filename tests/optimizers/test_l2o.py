@@ -129,6 +129,32 @@ def test_learned_rates_train_through_l2o_on_networks():
     assert all(p.grad is None for p in learner.model.parameters())
 
 
+def test_conformance_deterministic_meta_gradient_and_save_reload(tmp_path):
+    """The learners' conformance checks, on the tasks L2O takes (tests/learners skips it)."""
+    batch = QuadraticFamily(dim=3).sample(4, torch.Generator().manual_seed(0))
+
+    def make(seed):
+        torch.manual_seed(seed)
+        return L2O(torch.nn.Linear(1, 1), optimizer={"name": "lstm", "hidden_size": 4}, task="quadratic",
+                   estimator={"name": "truncated", "length": 3, "horizon": 6}, eval_steps=6, curve_every=3)
+
+    grads = []
+    for _ in range(2):
+        learner = make(0)
+        learner.meta_backward(batch)
+        grads.append([p.grad.clone() for p in learner.optimizer.parameters()])
+    assert all(torch.equal(a, b) and a.abs().sum() > 0 for a, b in zip(*grads))
+    path = tmp_path / "l2o.pt"
+    torch.save(learner.state_dict(), path)
+    other = make(1)
+    assert not torch.equal(other.evaluate(batch)["loss"], learner.evaluate(batch)["loss"])  # weights matter
+    other.load_state_dict(torch.load(path, weights_only=True))
+    a, b = learner.evaluate(batch), other.evaluate(batch)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ConfigError, match="spam"):
+        build_learner({"name": "l2o", "spam": 1}, torch.nn.Linear(1, 1), "quadratic")
+
+
 def test_bad_settings_are_config_errors():
     with pytest.raises(ConfigError, match="truncated, unrolled or es"):
         L2O(MLP(4, 2, (3,)), estimator="implicit")
