@@ -9,11 +9,11 @@ dicts of tensors.
 - :func:`batched`: run a per-task function over a meta-batch, looped or with ``vmap``.
 """
 
-from autometa.hypergrad._batching import BATCHING_MODES, batched, default_batching
+from autometa.hypergrad._batching import BATCHING_MODES, batched, default_batching, vmap_hazard
 from autometa.hypergrad._implicit import conjugate_gradient, implicit_grad, neumann_series
 from autometa.hypergrad._unrolled import inner_sgd, sgd_step, unroll
 
 __all__ = [
-    "BATCHING_MODES", "batched", "default_batching", "conjugate_gradient", "implicit_grad",
+    "BATCHING_MODES", "batched", "default_batching", "vmap_hazard", "conjugate_gradient", "implicit_grad",
     "neumann_series", "inner_sgd", "sgd_step", "unroll",
 ]
