@@ -7,9 +7,10 @@
   kind of target would otherwise train silently on nonsense (float targets under
   cross-entropy give a zero loss; ``(tasks, examples)`` regression targets broadcast into an
   ``examples x examples`` loss).
-- The learner's buffers are protected (:func:`autometa.nets.no_buffer_updates`): a user's
+- The network's buffers are protected (:func:`autometa.nets.no_buffer_updates`): a user's
   batch norm uses batch statistics in ``train()`` mode and its stored running statistics in
-  ``eval()`` mode, and no call changes them.
+  ``eval()`` mode, and no call changes them. Buffers of the learner itself (outside
+  ``learner.model``) are its own state and left alone.
 
 :class:`~autometa.learners.Learner` applies :func:`prepared` to ``meta_backward`` and
 ``evaluate`` of every subclass, so learners that override them get the same checks.
@@ -106,7 +107,7 @@ def prepared(method):
             check_batching(self)
         self.__dict__["_autometa_in_call"] = True
         try:
-            with no_buffer_updates(self):
+            with no_buffer_updates(getattr(self, "model", self)):  # the user's network, not the learner's own state
                 return method(self, batch, *args, **kwargs)
         finally:
             self.__dict__["_autometa_in_call"] = False
