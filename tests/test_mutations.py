@@ -97,16 +97,32 @@ def test_value_tests_pass_on_the_unmutated_copy(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
-@pytest.mark.parametrize("name", sorted(MUTATIONS))
-def test_mutation_is_caught(name, tmp_path):
-    relative, original, mutated, what = MUTATIONS[name]
-    root = copy_package(tmp_path)
+def plant(root: Path, name: str, mutation: tuple[str, str, str, str]) -> None:
+    """Apply one mutation to the copy under ``root``; fail the test if its snippet is stale."""
+    relative, original, mutated, what = mutation
     path = root / "autometa" / relative
-    source = path.read_text()
+    source = path.read_text() if path.is_file() else ""
     if source.count(original) != 1:
         pytest.fail(f"mutation {name} ({what}) no longer applies; update its snippet in "
                     f"tests/test_mutations.py (found {source.count(original)} times in {relative})")
     path.write_text(source.replace(original, mutated))
+
+
+def test_a_stale_snippet_fails_loudly(tmp_path):
+    (tmp_path / "autometa").mkdir()
+    (tmp_path / "autometa" / "_gradient.py").write_text("return rates\n")
+    stale = r"mutation stale \(a refactored line\) no longer applies; update its snippet"
+    with pytest.raises(pytest.fail.Exception, match=stale):
+        plant(tmp_path, "stale", ("_gradient.py", "return 2 * rates", "return rates", "a refactored line"))
+    with pytest.raises(pytest.fail.Exception, match="found 0 times in moved.py"):
+        plant(tmp_path, "moved", ("moved.py", "x", "y", "a moved file"))
+
+
+@pytest.mark.parametrize("name", sorted(MUTATIONS))
+def test_mutation_is_caught(name, tmp_path):
+    what = MUTATIONS[name][3]
+    root = copy_package(tmp_path)
+    plant(root, name, MUTATIONS[name])
     result = run_value_tests(root)
     output = result.stdout[-3000:] + result.stderr[-3000:]
     assert result.returncode != 0, f"the value tests did not catch: {what}"
