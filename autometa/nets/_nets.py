@@ -4,6 +4,11 @@ Batch norm keeps no running statistics (:class:`BatchNorm2d`): every forward pas
 normalises with the statistics of the examples it is given, as MAML and ProtoNet do. There
 is no buffer to mutate, so a network gives the same result whether tasks are processed one
 by one, functionally, or batched with ``vmap`` (each task normalised by its own statistics).
+
+A user's own network may hold buffers, such as the running statistics of ``nn.BatchNorm1d``.
+Learners run it inside :func:`no_buffer_updates`: in ``train()`` mode batch norm uses the
+statistics of the examples it is given (as above), in ``eval()`` mode the stored running
+statistics; neither mode changes a buffer.
 """
 
 from __future__ import annotations
@@ -11,7 +16,8 @@ from __future__ import annotations
 import copy
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -142,11 +148,45 @@ def _thread_replica(module: nn.Module) -> nn.Module:
     """This thread's copy of ``module``'s structure, holding the very same parameter tensors."""
     replicas = _REPLICAS.__dict__.setdefault("by_module", weakref.WeakKeyDictionary())
     tensors = [*module.parameters(), *module.buffers()]
-    key = tuple(id(t) for t in tensors)
+    # the modes that change what a forward pass does (train/eval, batch norm's running
+    # statistics, switched by no_buffer_updates) are part of the key: a replica follows them
+    modes = tuple((m.training, getattr(m, "track_running_stats", None)) for m in module.modules())
+    key = (tuple(id(t) for t in tensors), modes)
     cached = replicas.get(module)
     if cached is None or cached[0] != key:
         cached = replicas[module] = (key, copy.deepcopy(module, {id(t): t for t in tensors}))
     return cached[1]
+
+
+@contextmanager
+def no_buffer_updates(module: nn.Module) -> Iterator[None]:
+    """Run ``module`` without changing any of its buffers.
+
+    Batch norm with running statistics (``nn.BatchNorm1d/2d/3d``) is switched to
+    ``track_running_stats=False`` while the block runs: in ``train()`` mode it normalises with
+    the statistics of the batch it is given (as MAML does), in ``eval()`` mode with the stored
+    running statistics; neither updates them, and ``num_batches_tracked`` stays as it was. Any
+    other buffer that the block changes or replaces is restored afterwards. To update running
+    statistics, run the network yourself, e.g. ``net.train(); net(x)`` under ``torch.no_grad()``.
+    """
+    norms = [m for m in module.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(owner, name, buffer, buffer.detach().clone())
+             for owner in module.modules() for name, buffer in owner._buffers.items() if buffer is not None]
+    for m in norms:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.track_running_stats = True
+        with torch.no_grad():
+            for owner, name, buffer, value in saved:
+                owner._buffers[name] = buffer
+                if buffer.shape != value.shape:
+                    buffer.set_(value)
+                elif not torch.equal(buffer, value):
+                    buffer.copy_(value)
 
 
 def build_net(spec: dict, in_shape: tuple[int, ...], out_features: int | None) -> nn.Module:
