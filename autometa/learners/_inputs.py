@@ -18,8 +18,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
+import torch
 from torch import Tensor, nn
 
 from autometa.errors import TaskSpecError, UnsupportedFeatureError
@@ -90,6 +92,32 @@ def check_batching(learner) -> None:
             f"measured in float64). Use batching='loop' (or 'auto'), first_order=True, or the network in eval().")
 
 
+#: below this many parameters, a network without convolutions runs its tasks on one intra-op thread
+SMALL_MODEL_PARAMETERS = 100_000
+
+
+@contextlib.contextmanager
+def _small_model_threads(model: nn.Module, batch):
+    """One intra-op thread while a small, convolution-free network runs on the CPU.
+
+    Its matrices are too small for torch to split usefully, and a second OpenMP thread only spins:
+    the README's sinusoid example took 36 CPU-s per 100 meta-steps with torch's two default threads
+    on a busy 2-core machine and 5 CPU-s with one (same wall time on an idle machine). The thread
+    count is restored afterwards.
+    """
+    small = (batch.support_x.device.type == "cpu"
+             and not any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+             and sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMETERS)
+    before = torch.get_num_threads()
+    if small and before > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if small and before > 1:
+            torch.set_num_threads(before)
+
+
 def prepared(method):
     """Wrap a learner's ``meta_backward`` / ``evaluate``: check the batch, protect the buffers.
 
@@ -107,7 +135,8 @@ def prepared(method):
             check_batching(self)
         self.__dict__["_autometa_in_call"] = True
         try:
-            with no_buffer_updates(getattr(self, "model", self)):  # the user's network, not the learner's own state
+            model = getattr(self, "model", self)
+            with no_buffer_updates(model), _small_model_threads(model, batch):  # the user's network only
                 return method(self, batch, *args, **kwargs)
         finally:
             self.__dict__["_autometa_in_call"] = False

@@ -258,3 +258,34 @@ def test_readme_section_runs():
     assert namespace["after"] < namespace["before"]
     net = namespace["net"]
     assert net[1].num_batches_tracked.item() == 0  # as the section says: buffers untouched
+
+
+class _ThreadProbe(nn.Module):
+    """Records torch's intra-op thread count during its forward passes."""
+
+    def __init__(self, conv: bool):
+        super().__init__()
+        self.body = nn.Conv1d(1, 1, 1) if conv else nn.Identity()
+        self.head = nn.Linear(1, 1)
+        self.seen = set()
+
+    def forward(self, x):
+        self.seen.add(torch.get_num_threads())
+        return self.head(self.body(x.transpose(-1, -2)).transpose(-1, -2) if isinstance(self.body, nn.Conv1d) else x)
+
+
+@pytest.mark.parametrize("conv", [False, True])
+def test_small_convolution_free_networks_run_on_one_thread_and_the_count_is_restored(conv):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(2, 6, 1, generator=g), torch.randn(2, 6, 1, generator=g)
+    net = _ThreadProbe(conv)
+    learner = MAML(net, inner_lr=0.1, task="regression", batching="loop")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        learner.meta_backward((x[:, :3], y[:, :3], x[:, 3:], y[:, 3:]))
+        learner.evaluate((x[:, :3], y[:, :3], x[:, 3:], y[:, 3:]))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert net.seen == ({2} if conv else {1})
