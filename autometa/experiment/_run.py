@@ -25,7 +25,14 @@ import yaml
 
 import autometa
 import autometa.optimizers
-from autometa.errors import AutometaError, CheckpointError, ConfigError, NumericalError
+from autometa.errors import (
+    AutometaError,
+    CheckpointError,
+    ConfigError,
+    DataIntegrityError,
+    DataNotFoundError,
+    NumericalError,
+)
 from autometa.experiment._config import (
     DEFAULTS,
     RESUMABLE_CHANGES,
@@ -82,6 +89,8 @@ def build_experiment(config: dict, source: str | None = None) -> Experiment:
     for split in need:
         try:
             splits[split] = make_tasks(config["tasks"], split)
+        except (DataIntegrityError, DataNotFoundError):
+            raise  # a problem of the data files, not of the config: said once, as itself
         except AutometaError as exc:
             problems.append(f"tasks ({split}): {exc}")
     learner = None
