@@ -161,3 +161,35 @@ def test_scientific_notation_is_accepted(tmp_path):
     out = tmp_path / "run"
     assert main(["run", str(CONFIG), "--out", str(out), *sets(TINY + ["outer.lr=1e-3"])]) == 0
     assert yaml.safe_load((out / "config.yaml").read_text())["outer"]["lr"] == 0.001
+
+
+@pytest.mark.parametrize("poison", ["gradient", "loss"])
+def test_a_non_finite_gradient_or_loss_alone_stops_the_run(poison, tmp_path, monkeypatch):
+    import autometa.experiment._run as run_module
+
+    build = run_module.build_experiment
+
+    def build_poisoned(*args, **kwargs):
+        exp = build(*args, **kwargs)
+        original = exp.learner.meta_backward
+        calls = []
+
+        def meta_backward(batch):
+            metrics = original(batch)
+            calls.append(1)
+            if len(calls) == 3:  # step 3: one of the two goes bad, the other stays finite
+                if poison == "gradient":
+                    next(p for p in exp.learner.parameters() if p.grad is not None).grad[0] = float("nan")
+                else:
+                    metrics["loss"] = float("inf")
+            return metrics
+
+        exp.learner.meta_backward = meta_backward
+        return exp
+
+    monkeypatch.setattr(run_module, "build_experiment", build_poisoned)
+    expected = "meta-gradient holds NaN" if poison == "gradient" else "loss is not finite"
+    with pytest.raises(NumericalError, match=expected) as info:
+        run_module.run_experiment(str(CONFIG), tmp_path / "run", overrides=TINY)
+    assert info.value.step == 3
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
