@@ -296,6 +296,8 @@ def _precheck_out(out: Path, resume: bool, overwrite: bool) -> None:
     """Refuse an unusable results directory before anything is built; deletes nothing."""
     if resume and overwrite:
         raise ConfigError("--resume continues the run in --out and --overwrite deletes it; pass one of them.")
+    if out.exists() and not out.is_dir():
+        claim_out_dir(out, "run")  # raises: a file is not a results directory
     if resume and not (out / "config.yaml").is_file():
         kind = out_dir_kind(out) if out.is_dir() else None
         if kind not in (None, "run"):
