@@ -37,6 +37,7 @@ from autometa.experiment._config import (
     DEFAULTS,
     RESUMABLE_CHANGES,
     config_diff,
+    config_problems,
     deep_merge,
     get_path,
     invalid_config,
@@ -47,7 +48,7 @@ from autometa.experiment._config import (
 from autometa.experiment._outdir import claim_out_dir, out_dir_kind
 from autometa.experiment._stats import format_ci, mean_ci
 from autometa.learners import LEARNERS, Learner, build_learner
-from autometa.nets import build_net
+from autometa.nets import build_net, check_model_spec
 from autometa.tasks import TaskDistribution, check_tasks_spec, make_tasks
 
 
@@ -72,27 +73,59 @@ def versions() -> dict:
             "numpy": np.__version__, "platform": platform.platform(), "processor": platform.processor()}
 
 
-def build_experiment(config: dict, source: str | None = None) -> Experiment:
-    """Build tasks, network and learner, reporting every construction problem in one error.
+def _usable_spec(spec, check, problems: list[str], needs_name: bool) -> dict | None:
+    """``spec`` less the keys ``check`` refuses (each refusal added to ``problems``), so that the
+    sections after it can still be checked; None when it names no known component."""
+    if not isinstance(spec, dict) or (needs_name and "name" not in spec):
+        return None  # validation already names the problem
+    try:
+        check(spec)
+        return spec
+    except ConfigError as exc:
+        if str(exc) not in problems:
+            problems.append(str(exc))
+    named = {"name": spec["name"]} if "name" in spec else {}
+    try:
+        check(named)
+    except ConfigError:
+        return None
+    kept = {}
+    for key, value in spec.items():
+        try:
+            check({**named, key: value})
+            kept[key] = value
+        except ConfigError:
+            pass
+    return kept
+
+
+def build_experiment(config: dict, source: str | None = None, problems: list[str] | None = None) -> Experiment:
+    """Build tasks, network and learner, reporting every problem in one error.
 
     Args:
-        config: a validated config (:func:`load_config`).
+        config: a config with defaults filled in (:func:`load_config`).
         source: the file the config came from, named in the error.
+        problems: problems already found (:func:`config_problems`), reported with those of
+            construction; sections are still built as far as they can be, so that one error
+            lists a typo in ``tasks`` together with a bad value in ``learner``.
+
+    Raises:
+        ConfigError: every problem found, naming ``source``.
     """
-    problems, splits = [], {}
-    need = ["train", "test"] + (["val"] if config["run"]["validate_every"] else [])
-    try:
-        check_tasks_spec(config["tasks"])  # once, rather than once per split
-    except AutometaError as exc:
-        problems.append(str(exc))
-        need = []
+    problems, splits = list(problems or []), {}
+    run = config["run"] if isinstance(config.get("run"), dict) else {}
+    tasks_spec = _usable_spec(config.get("tasks"), check_tasks_spec, problems, True)  # once, not per split
+    model_spec = _usable_spec(config.get("model"), check_model_spec, problems, False)
+    need = ["train", "test"] + (["val"] if run.get("validate_every") else []) if tasks_spec else []
     for split in need:
         try:
-            splits[split] = make_tasks(config["tasks"], split)
+            splits[split] = make_tasks(tasks_spec, split)
         except (DataIntegrityError, DataNotFoundError):
             raise  # a problem of the data files, not of the config: said once, as itself
         except AutometaError as exc:
             problems.append(f"tasks ({split}): {exc}")
+    if not isinstance(config.get("learner"), dict) or not isinstance(config.get("seed"), int):
+        raise invalid_config(problems, source)  # validation named these; nothing more can be built
     learner = None
     name = str(config["learner"].get("name", "")).lower()
     if name not in LEARNERS:
@@ -107,13 +140,18 @@ def build_experiment(config: dict, source: str | None = None) -> Experiment:
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(config["seed"])
-                model = build_net(config["model"], train.input_shape, train.num_outputs if head else None)
+                model = None
+                if model_spec is not None:
+                    model = build_net(model_spec, train.input_shape, train.num_outputs if head else None)
                 spec = dict(config["learner"])
                 if getattr(cls, "NEEDS_NUM_CLASSES", False) and train.kind == "classification":
                     spec["num_classes"] = train.num_classes
+                if model is None:  # the model section's problem is reported; check the learner on a stand-in
+                    model = build_net({}, train.input_shape, train.num_outputs if head else None)
                 learner = build_learner(spec, model, train.kind)
         except AutometaError as exc:
-            problems.append(f"model/learner: {exc}")
+            if str(exc) not in problems:
+                problems.append(f"model/learner: {exc}")
     if problems:
         raise invalid_config(problems, source)
     return Experiment(config, learner, splits["train"], splits.get("val"), splits["test"])
@@ -387,9 +425,10 @@ def run_experiment(config: dict | str | None, out_dir: str | os.PathLike | None 
         if config is None:
             raise ConfigError("Pass a config (a YAML file or a dict), e.g. experiments/sinusoid_maml_k10.yaml.")
         source = None if isinstance(config, dict) else str(config)
-        config = load_config(config, overrides)
+        config = load_config(config, overrides, check=False)
+    problems = config_problems(config)
+    exp = build_experiment(config, source, problems)  # every problem of the config in one error
     run, outer = config["run"], config["outer"]
-    exp = build_experiment(config, source)
     ckpt_dir = out / "checkpoints" if out else None
     if run["threads"]:
         torch.set_num_threads(int(run["threads"]))

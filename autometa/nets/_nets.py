@@ -169,12 +169,14 @@ def check_model_spec(spec: dict) -> dict:
     rest = {k: v for k, v in spec.items() if k != "name"}
     if "name" not in spec:
         union = set().union(*(accepted_arguments(cls, skip=skip)[0] for cls, skip in _NETS.values()))
-        return bind_arguments("model", build_net, rest, skip=("spec", "in_shape", "out_features"), extra=union)
+        bind_arguments("model", build_net, rest, skip=("spec", "in_shape", "out_features"), extra=union)
+        return spec
     name = spec["name"]
     if name not in _NETS:
         raise ConfigError(f"Unknown model {name!r}{did_you_mean(name, _NETS)}; use one of {sorted(_NETS)}.")
     cls, skip = _NETS[name]
-    return bind_arguments(f"model {name!r}", cls, rest, skip=skip)
+    bind_arguments(f"model {name!r}", cls, rest, skip=skip)
+    return spec
 
 
 def build_net(spec: dict, in_shape: tuple[int, ...], out_features: int | None) -> nn.Module:

@@ -66,8 +66,8 @@ def check_tasks_spec(spec: dict) -> dict:
         raise ConfigError(f"Unknown task family {name!r}{did_you_mean(name, FAMILIES)}. "
                           f"Choose one of {', '.join(FAMILIES)}.")
     fn, skip, extra = _accepted(name)
-    rest = {k: v for k, v in spec.items() if k != "name"}
-    return bind_arguments(f"tasks {name!r}", fn, rest, skip=skip, extra=extra)
+    bind_arguments(f"tasks {name!r}", fn, {k: v for k, v in spec.items() if k != "name"}, skip=skip, extra=extra)
+    return spec
 
 
 def split_rotations(value, split: str, default: tuple[int, ...]) -> tuple[int, ...]:

@@ -73,3 +73,18 @@ def test_bad_model_argument_types_are_config_errors():
     config = load_config({**SINE, "model": {"name": "mlp", "hidden": "wide"}})
     with pytest.raises(ConfigError, match="hidden"):
         build_experiment(config)
+
+
+def test_a_run_reports_typos_and_bad_learner_values_in_one_error(tmp_path):
+    from autometa.experiment import run_experiment
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(SINE))
+    with pytest.raises(ConfigError) as info:
+        run_experiment(str(path), tmp_path / "out", overrides=["tasks.shot=5", "model.hiden=[3]",
+                                                              "learner.inner_lr=-1", "run.device=banana"])
+    message = str(info.value)
+    assert str(path) in message
+    for fragment in ("'shot'", "'hiden'", "inner_lr", "'banana'"):
+        assert fragment in message
+    assert not (tmp_path / "out").exists()  # nothing written for an invalid config
