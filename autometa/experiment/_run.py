@@ -309,23 +309,23 @@ def _flatten(mapping: dict, prefix: str = "") -> list[str]:
 def _resume_config(out: Path, source, overrides) -> tuple[dict, list[str]]:
     """The config a resumed run continues with, and the resumable keys that change.
 
-    The run's own ``config.yaml`` is the base; only overrides of keys in ``RESUMABLE_CHANGES``
-    may change it. ``source`` (the config the user passed, if any) must describe the same run:
-    it may differ only in resumable keys, and those keep the saved values (pass ``--set`` to
-    change them), so a run started with ``--set outer.steps=30`` still ends at step 30.
+    The run's own ``config.yaml`` is the base; overrides may change only the keys in
+    ``RESUMABLE_CHANGES``. ``source`` (the config the user passed, if any) with the overrides
+    must describe the same run: repeating the command that started it is accepted, a value
+    that differs in any other key is refused with the key's name. Resumable keys are taken from
+    the overrides only, never from ``source``, so a run started with ``--set outer.steps=30``
+    and resumed without it still ends at step 30.
     """
     saved = _read_saved_config(out)
     changes = overrides if isinstance(overrides, dict) else parse_overrides(overrides or [])
-    refused = [k for k in _flatten(changes) if k not in RESUMABLE_CHANGES]
-    if source is not None:
-        given = source if isinstance(source, dict) else load_config(source)
-        refused += [k for k in config_diff(saved, deep_merge(DEFAULTS, given))
-                    if k not in RESUMABLE_CHANGES and k not in refused]
+    base = saved if source is None else deep_merge(DEFAULTS, source if isinstance(source, dict)
+                                                   else load_config(source, check=False))
+    refused = [k for k in config_diff(saved, deep_merge(base, changes)) if k not in RESUMABLE_CHANGES]
     if refused:
         raise CheckpointError(
-            f"Cannot resume {out}: the config differs from the run's own in {refused}, which a resumed run cannot "
-            f"change (only {sorted(RESUMABLE_CHANGES)} can, with --set). Resume without these changes, or start "
-            f"a new run in another directory.")
+            f"Cannot resume {out}: the requested config differs from the run's own in {refused}, which a resumed "
+            f"run cannot change (only {sorted(RESUMABLE_CHANGES)} can, with --set). Resume with "
+            f"`autometa run --resume --out {out}` (the run's own config), or start a new run in another directory.")
     config = load_config(saved, changes)
     return config, config_diff(saved, config)
 

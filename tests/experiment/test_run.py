@@ -61,7 +61,8 @@ def test_resume_without_overrides_keeps_the_runs_own_steps(tmp_path, capsys):
     ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     ckpt["step"] = 4  # as if killed after the checkpoint of step 4
     torch.save(ckpt, out / "checkpoints" / "last.pt")
-    results = run_experiment(str(config), out, resume=True, overrides=["run.progress=true"])
+    # (the time budget only bounds the test should the file's 70000 steps win)
+    results = run_experiment(str(config), out, resume=True, overrides=["run.progress=true", "run.time_budget_s=30"])
     assert results["steps"] == 6 and results["resumed_from_step"] == 4
     assert yaml.safe_load((out / "config.yaml").read_text())["outer"]["steps"] == 6
     assert f"resuming {out} at step 4 of 6" in capsys.readouterr().err
@@ -196,3 +197,12 @@ def test_evaluate_a_finished_run_on_other_tasks(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before  # nothing written into the run
     assert main(["evaluate", str(tmp_path / "run")]) == 2  # no best.pt without validation: one clear error
     assert "No checkpoint" in capsys.readouterr().err
+
+
+def test_resume_repeating_the_original_command_is_accepted_and_a_changed_one_refused(tmp_path):
+    run_experiment(SINE, tmp_path / "run", overrides=["outer.steps=4", "learner.inner_lr=0.02"])
+    with pytest.raises(CheckpointError, match=r"\['learner.inner_lr'\].*autometa run --resume --out"):
+        run_experiment(SINE, tmp_path / "run", resume=True)  # the file without the original --set
+    resumed = run_experiment(SINE, tmp_path / "run", resume=True,
+                             overrides=["outer.steps=6", "learner.inner_lr=0.02"])  # the same command, extended
+    assert resumed["steps"] == 6 and resumed["resumed_from_step"] == 4
