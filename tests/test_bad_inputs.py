@@ -197,3 +197,22 @@ def test_a_non_finite_gradient_or_loss_alone_stops_the_run(poison, tmp_path, mon
         run_module.run_experiment(str(CONFIG), tmp_path / "run", overrides=TINY)
     assert info.value.step == 3
     assert torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
+
+
+def test_a_non_finite_validation_stops_the_run_without_a_nan_best_checkpoint(tmp_path, monkeypatch):
+    import autometa.experiment._run as run_module
+
+    evaluate = run_module.evaluate
+
+    def evaluate_nan_validation(*args, **kwargs):
+        result = evaluate(*args, **kwargs)
+        if kwargs.get("desc", "eval") == "eval":  # validation, not the test
+            result["loss"] = {**result["loss"], "mean": float("nan")}
+        return result
+
+    monkeypatch.setattr(run_module, "evaluate", evaluate_nan_validation)
+    with pytest.raises(NumericalError, match="Evaluation on validation tasks at step 2") as info:
+        run_module.run_experiment(str(CONFIG), tmp_path / "run", overrides=TINY)
+    assert info.value.step == 2
+    assert not (tmp_path / "run" / "checkpoints" / "best.pt").exists()
+    assert not (tmp_path / "run" / "results.json").exists()
