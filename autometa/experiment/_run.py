@@ -5,6 +5,16 @@ resolved config), ``versions.json``, ``metrics.jsonl`` (one JSON object per logg
 ``results.json`` and ``checkpoints/{last,best}.pt``. Resuming from ``last.pt`` restores the
 weights, the outer optimizer, the task sampler's random stream and the metrics log, so a
 resumed run reaches the same numbers as an uninterrupted one.
+
+What the loop guarantees:
+
+- a results directory is claimed as a ``run`` (``autometa.json``) and nothing in it is
+  overwritten unless ``resume`` (continue it) or ``overwrite`` (delete it first) is asked;
+- a resumed run keeps its own saved config; only ``RESUMABLE_CHANGES`` (``outer.steps``,
+  budgets, threads, ...) may change, and only by explicit overrides;
+- a NaN or inf training loss or meta-gradient stops the run at that step, before the
+  optimizer step, with a :class:`~autometa.errors.NumericalError` whose ``step`` attribute
+  names it: no NaN reaches the weights or a checkpoint, and no ``results.json`` is written.
 """
 
 from __future__ import annotations
