@@ -471,10 +471,9 @@ def run_experiment(config: dict | str | None, out_dir: str | os.PathLike | None 
                                   f"({type(exc).__name__}: {exc}). Pass the checkpoint of this run.") from exc
         start, best, elapsed = state["step"], state["best"], state["elapsed"]
         cpu_elapsed = state.get("cpu_elapsed", 0.0)
-        if run["progress"]:
-            what = ", ".join(f"{k}={get_path(config, k)}" for k in changed)
-            print(f"resuming {out} at step {start} of {total_steps}" + (f" (changed: {what})" if what else ""),
-                  file=sys.stderr)
+        what = ", ".join(f"{k}={get_path(config, k)}" for k in changed)  # said even without progress bars
+        print(f"resuming {out} at step {start} of {total_steps}" + (f" (changed: {what})" if what else ""),
+              file=sys.stderr)
     if out is not None:
         claim_out_dir(out, "run", resume=resume, overwrite=overwrite)
         if resume:
