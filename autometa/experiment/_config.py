@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from autometa._params import did_you_mean
 from autometa.errors import ConfigError
 
 
@@ -211,11 +212,15 @@ def config_problems(config: dict) -> list[str]:
     known = set(DEFAULTS) | {"description", "published"}
     for key in config:
         if key not in known:
-            problems.append(f"unknown top-level key {key!r} (known: {sorted(known)})")
+            problems.append(f"unknown top-level key {key!r}{did_you_mean(key, known)} (known: {sorted(known)})")
     for section in ("outer", "run"):
-        for key in config.get(section, {}):
+        if not isinstance(config.get(section), dict):
+            problems.append(f"{section} must be a mapping of {sorted(DEFAULTS[section])}. Got {config.get(section)!r}")
+            continue
+        for key in config[section]:
             if key not in DEFAULTS[section]:
-                problems.append(f"unknown key {section}.{key} (known: {sorted(DEFAULTS[section])})")
+                problems.append(f"unknown key {section}.{key}{did_you_mean(key, DEFAULTS[section])} "
+                                f"(known: {sorted(DEFAULTS[section])})")
     for section in ("tasks", "model", "learner"):
         if not isinstance(config.get(section), dict):
             problems.append(f"{section} must be a mapping. Got {config.get(section)!r}")
@@ -234,7 +239,7 @@ def config_problems(config: dict) -> list[str]:
         if not good_type or (value <= low if strict else value < low):
             bound = f"> {low}" if strict else f">= {low}"
             problems.append(f"{key} must be {'a number' if kind is float else 'an integer'} {bound}. Got {value!r}")
-    if config.get("outer", {}).get("optimizer") not in ("adam", "sgd"):
+    if isinstance(config.get("outer"), dict) and config["outer"].get("optimizer") not in ("adam", "sgd"):
         problems.append(f"outer.optimizer must be 'adam' or 'sgd'. Got {config['outer'].get('optimizer')!r}")
     if isinstance(config.get("run"), dict) and "device" in config["run"]:
         device_problem = _device_problem(config["run"]["device"])

@@ -134,7 +134,8 @@ def build_experiment(config: dict, source: str | None = None, problems: list[str
             raise  # a problem of the data files, not of the config: said once, as itself
         except AutometaError as exc:
             problems.append(f"tasks ({split}): {exc}")
-    if not isinstance(config.get("learner"), dict) or not isinstance(config.get("seed"), int):
+    if any(not isinstance(config.get(k), dict) for k in ("learner", "run", "outer")) or \
+            not isinstance(config.get("seed"), int):
         raise invalid_config(problems, source)  # validation named these; nothing more can be built
     learner = None
     name = str(config["learner"].get("name", "")).lower()

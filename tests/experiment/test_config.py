@@ -88,3 +88,14 @@ def test_a_run_reports_typos_and_bad_learner_values_in_one_error(tmp_path):
     for fragment in ("'shot'", "'hiden'", "inner_lr", "'banana'"):
         assert fragment in message
     assert not (tmp_path / "out").exists()  # nothing written for an invalid config
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("outer=3", "outer must be a mapping"), ("run=[1]", "run must be a mapping"), ("tasks=3", "tasks must be"),
+    ("outer.optimzer=sgd", "did you mean 'optimizer'"), ("sed=1", "did you mean 'seed'"),
+])
+def test_sections_of_the_wrong_shape_are_config_errors(override, fragment, tmp_path):
+    from autometa.experiment import run_experiment
+
+    with pytest.raises(ConfigError, match=fragment):
+        run_experiment(SINE, tmp_path / "out", overrides=[override])
