@@ -189,14 +189,55 @@ def no_buffer_updates(module: nn.Module) -> Iterator[None]:
                     buffer.copy_(value)
 
 
+_NETS = {"conv4": (Conv4, ("in_channels", "out_features", "image_size")),
+         "mlp": (MLP, ("in_features", "out_features"))}
+
+
+def check_model_spec(spec: dict) -> dict:
+    """Check a ``model`` section's keys against its network's constructor; return it unchanged.
+
+    Without ``name`` the keys are checked against the union of the networks' arguments (the
+    network is chosen by the input shape when the tasks are known).
+
+    Raises:
+        ConfigError: an unknown network, or every unknown key with a did-you-mean suggestion.
+    """
+    from autometa._params import accepted_arguments, bind_arguments, did_you_mean
+
+    if not isinstance(spec, dict):
+        raise ConfigError(f"The model section must be a mapping such as {{name: mlp, hidden: [40, 40]}}. Got {spec!r}.")
+    rest = {k: v for k, v in spec.items() if k != "name"}
+    if "name" not in spec:
+        union = set().union(*(accepted_arguments(cls, skip=skip)[0] for cls, skip in _NETS.values()))
+        bind_arguments("model", build_net, rest, skip=("spec", "in_shape", "out_features"), extra=union)
+        return spec
+    name = spec["name"]
+    if name not in _NETS:
+        raise ConfigError(f"Unknown model {name!r}{did_you_mean(name, _NETS)}; use one of {sorted(_NETS)}.")
+    cls, skip = _NETS[name]
+    bind_arguments(f"model {name!r}", cls, rest, skip=skip)
+    return spec
+
+
 def build_net(spec: dict, in_shape: tuple[int, ...], out_features: int | None) -> nn.Module:
-    """A network from a config's ``model`` section (``name``: ``conv4`` or ``mlp``)."""
+    """A network from a config's ``model`` section (``name``: ``conv4`` or ``mlp``).
+
+    Raises:
+        ConfigError: an unknown network or argument (with a suggestion), an argument of the
+            wrong type, or a network that does not fit the inputs.
+    """
     spec = dict(spec)
     name = spec.pop("name", "conv4" if len(in_shape) == 3 else "mlp")
-    if name == "conv4":
-        if len(in_shape) != 3:
-            raise ConfigError(f"conv4 needs image inputs (C, H, W). Got input shape {in_shape}; use model.name=mlp.")
-        return Conv4(in_shape[0], out_features, image_size=in_shape[-1], **spec)
-    if name == "mlp":
+    check_model_spec({"name": name, **spec})
+    if name == "conv4" and len(in_shape) != 3:
+        raise ConfigError(f"conv4 needs image inputs (C, H, W). Got input shape {in_shape}; use model.name=mlp.")
+    try:
+        if name == "conv4":
+            return Conv4(in_shape[0], out_features, image_size=in_shape[-1], **spec)
         return MLP(int(torch.tensor(in_shape).prod()), out_features, **spec)
-    raise ConfigError(f"Unknown model {name!r}; use conv4 or mlp.")
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"model {name!r} cannot be built from {spec} ({type(exc).__name__}: {exc}). "
+                          f"Check the types of its arguments, e.g. hidden: [40, 40] for mlp, hidden: 64 for "
+                          f"conv4.") from exc
