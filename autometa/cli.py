@@ -18,10 +18,16 @@ def _default_out(config: str | None, kind: str) -> str:
 def _cmd_run(args) -> int:
     import json
 
+    from autometa.errors import ConfigError
     from autometa.experiment import run_experiment
 
+    if args.resume and not args.out:
+        raise ConfigError("--resume continues the run in --out; pass --out DIR (the directory of that run).")
+    if args.config is None and not args.resume:
+        raise ConfigError("autometa run needs a config, e.g. autometa run experiments/sinusoid_maml_k10.yaml "
+                          "(only --resume may leave it out: the run's own config.yaml is used).")
     out = args.out or _default_out(args.config, "run")
-    results = run_experiment(args.config, out, resume=args.resume, overrides=args.set)
+    results = run_experiment(args.config, out, resume=args.resume, overrides=args.set, overwrite=args.overwrite)
     print(json.dumps(results["test"], indent=2))
     print(f"results written to {out}")
     return 0
@@ -30,8 +36,16 @@ def _cmd_run(args) -> int:
 def _cmd_evaluate(args) -> int:
     import json
 
+    from autometa.errors import ResultsDirError
     from autometa.experiment import evaluate_run
 
+    if args.out:  # refused before the evaluation runs
+        target = Path(args.out)
+        if target.is_dir():
+            raise ResultsDirError(f"--out {args.out!r} is a directory; pass the path of a JSON file to write.")
+        if target.exists() and not args.overwrite:
+            raise ResultsDirError(f"--out {args.out!r} already exists. Pass --overwrite to replace it, or choose "
+                                  f"another file.")
     results = evaluate_run(args.run_dir, args.set, args.checkpoint, args.split)
     print(json.dumps(results, indent=2))
     if args.out:
@@ -68,11 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
 
     run = sub.add_parser("run", help="meta-train and test the learner of a config")
-    run.add_argument("config", help="YAML config, e.g. experiments/sinusoid_maml_k10.yaml")
+    run.add_argument("config", nargs="?", help="YAML config, e.g. experiments/sinusoid_maml_k10.yaml "
+                                               "(with --resume: optional, the run's own config.yaml is used)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config value, e.g. --set learner.inner_lr=0.1 (repeatable)")
     run.add_argument("--out", help="results directory (default runs/<config>-<time>)")
-    run.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the run in --out from its last checkpoint, with its own saved config; --set may "
+                          "change only outer.steps and run.* budgets, threads, progress, checkpoint_every")
+    run.add_argument("--overwrite", action="store_true", help="delete the run already in --out first")
     run.add_argument("--plugin", action="append", default=[], metavar="PATH", help=PLUGIN_HELP)
     run.set_defaults(func=_cmd_run)
 
@@ -82,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override the run's config, e.g. --set tasks.ways=20 (repeatable)")
     ev.add_argument("--checkpoint", default="best.pt", help="file in RUN_DIR/checkpoints (default best.pt)")
     ev.add_argument("--split", default="test", choices=["test", "val"], help="which tasks (default test)")
-    ev.add_argument("--out", help="also write the results to this JSON file")
+    ev.add_argument("--out", help="also write the results to this JSON file (never overwritten silently)")
+    ev.add_argument("--overwrite", action="store_true", help="replace the file --out if it exists")
     ev.set_defaults(func=_cmd_evaluate)
 
     comp = sub.add_parser("compare", help="hand-crafted vs learned fillers on identical tasks; "

@@ -190,8 +190,8 @@ def _plot_adaptation(comp: dict, out: Path, path: Path) -> bool:
     """Sinusoid fits on one test task before and after the compared number of adaptation steps."""
     import matplotlib.pyplot as plt
     import torch
-    import yaml
 
+    from autometa.experiment._config import load_yaml
     from autometa.experiment._run import build_experiment, load_checkpoint
 
     names = list(comp["fillers"])
@@ -199,7 +199,7 @@ def _plot_adaptation(comp: dict, out: Path, path: Path) -> bool:
     task = None
     for ax, name in zip(np.atleast_1d(axes), names):
         run_dir = out / comp["fillers"][name]["run_dirs"][0]
-        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        config = load_yaml((run_dir / "config.yaml").read_text())
         config["run"]["validate_every"] = 0
         exp = build_experiment(config)
         ckpt = run_dir / "checkpoints" / ("best.pt" if (run_dir / "checkpoints" / "best.pt").exists() else "last.pt")
