@@ -79,7 +79,9 @@ class L2O(Learner):
             raise ConfigError(f"L2O trains optimizers on optimizee families (tasks.name: l2o_quadratic or "
                               f"l2o_mlp), whose kind is one of {PROBLEM_KINDS}. Got task kind {task!r}.")
         super().__init__(model, "classification", batching)
-        self.task = task
+        # the optimizee's kind; ``task`` is not a few-shot kind, so the few-shot batch checks (targets of
+        # shape (tasks, examples)) leave the optimizee families' batches alone
+        self.kind, self.task = task, "optimization"
         for name, value in (("inner_steps", inner_steps), ("eval_steps", eval_steps), ("curve_every", curve_every)):
             check_positive("L2O", name, value, int)
         self.inner_steps, self.eval_steps, self.curve_every = inner_steps, eval_steps, curve_every
@@ -110,7 +112,7 @@ class L2O(Learner):
     # the optimizee
     def init_params(self, batch: TaskBatch) -> dict[str, Tensor]:
         """The starting point of every optimizee of ``batch``, batched over tasks (leading dimension)."""
-        if self.task == "quadratic":
+        if self.kind == "quadratic":
             return {"theta": batch.info["init"].clone()}
         if "init_seed" not in batch.info:
             raise ConfigError("L2O needs tasks that carry each network's init_seed (tasks.name: l2o_mlp).")
@@ -120,7 +122,7 @@ class L2O(Learner):
 
     def losses(self, params: dict[str, Tensor], batch: TaskBatch, step: int) -> Tensor:
         """Per-task optimizee losses ``(B,)`` at iterate ``step`` (its minibatch, for networks)."""
-        if self.task == "quadratic":
+        if self.kind == "quadratic":
             return quadratic_loss(params["theta"], batch.support_x, batch.support_y)
         check_stream(batch, step)
         return stream_loss(self.model, params, batch.support_x[:, step], batch.support_y[:, step])
@@ -178,7 +180,7 @@ class L2O(Learner):
                 with torch.no_grad():
                     metrics[f"loss_step_{t + 1}"] = self.losses(params, batch, t + 1)
         metrics = {"loss": metrics[f"loss_step_{self.eval_steps}"], **metrics}
-        if self.task == "classification":
+        if self.kind == "classification":
             with torch.no_grad():
                 logits = torch.func.vmap(lambda p, x: torch.func.functional_call(self.model, p, (x,)))(
                     params, batch.query_x)
