@@ -55,6 +55,26 @@ def test_a_hand_crafted_rule_is_only_tested_and_equals_sgd_by_hand():
     assert result["test"]["loss"]["mean"] == pytest.approx(float(quadratic_loss(theta, w, y).mean()), rel=1e-5)
 
 
+def test_sweep_tunes_a_hand_crafted_rule_on_optimizees():
+    import autometa
+
+    config = {**QUADRATIC_RUN, "learner": {**QUADRATIC_RUN["learner"], "optimizer": {"name": "sgd", "lr": 0.01}}}
+    result = autometa.search(config, {"learner.optimizer.lr": {"float": [0.001, 0.05], "log": True}}, n_trials=2,
+                             metric="test.loss", seed=0)
+    assert len(result.trials) == 2 and result.best_value > 0
+
+
+def test_shipped_run_config_builds():
+    from pathlib import Path
+
+    from autometa.experiment import load_config
+    from autometa.experiment._run import build_experiment
+
+    path = Path(__file__).parents[2] / "experiments" / "optimizers" / "l2o_quadratic_lstm.yaml"
+    exp = build_experiment(load_config(path))
+    assert isinstance(exp.learner, L2O) and exp.learner.estimator.horizon == 100
+
+
 def test_stepwise_problems_get_the_step_index_from_every_estimator():
     """The inner gradient of step t is taken on minibatch t, the outer loss after n steps on minibatch n."""
     targets = torch.tensor([1.0, -2.0, 3.0, 0.5], dtype=torch.float64)
