@@ -14,6 +14,7 @@ from autometa.slots.loss._robust import GeneralizedCrossEntropy
 from autometa.slots.weighting import L2RW, MetaWeightNet, UniformWeighting
 from autometa.testing import check_filler
 from autometa.testing._fillers import check_meta_gradient
+from tests.conftest import needs_data
 
 
 def _tiny(seed=0):
@@ -198,3 +199,53 @@ def test_bad_input_raises_one_clear_error():
     trainer = NoisyLabelTrainer(nn.Linear(3, 4), weighting="meta_weight_net")
     with pytest.raises(AutometaError, match="pass x_clean and y_clean"):
         trainer.step(torch.randn(4, 3), torch.tensor([0, 1, 2, 3]))
+
+
+# --- the noisy-label study: config validation and the smoke tier ------------------------------------
+
+def test_study_config_reports_every_problem_at_once():
+    from autometa.experiment._weighting import load_study_config
+
+    bad = {"epoch": 3, "noise": [{"kind": "uniform", "rate": 1.4}], "reference": "ce",
+           "arms": {"ce": {"kind": "hand-crafted"},
+                    "mwn": {"kind": "learnt", "weighting": "meta_weigth_net", "finetun": {"epochs": 1}}}}
+    with pytest.raises(ConfigError) as info:
+        load_study_config(bad)
+    message = str(info.value)
+    for part in ("unknown key 'epoch'", "did you mean 'epochs'", "rate in [0, 1]", "kind: hand-crafted or learned",
+                 "did you mean 'meta_weight_net'", "unknown key 'finetun'"):
+        assert part in message, part
+
+
+@needs_data("fashion_mnist.npz")
+def test_smoke_study_runs_every_arm_and_reports_three_accuracies(tmp_path):
+    from autometa.experiment._weighting import run_study
+
+    config = {"noise": [{"kind": "uniform", "rate": 0.4}], "clean_size": 100, "train_size": 600, "test_size": 300,
+              "model": {"name": "mlp", "hidden": [16]}, "epochs": 2, "batch_size": 50, "clean_batch_size": 20,
+              "seeds": [0, 1],
+              "arms": {"uniform_ce": {"kind": "hand-crafted"},
+                       "focal": {"kind": "hand-crafted", "loss": {"name": "focal", "gamma": 2.0}},
+                       "gce": {"kind": "hand-crafted", "loss": {"name": "generalized_cross_entropy", "q": 0.7}},
+                       "ce_finetuned": {"kind": "hand-crafted", "finetune": {"epochs": 1, "lr": 0.01}},
+                       "meta_weight_net": {"kind": "learned", "weighting": {"name": "meta_weight_net", "hidden": 8}},
+                       "l2rw": {"kind": "learned", "weighting": "l2rw"}}}
+    out = run_study(config, tmp_path, log=lambda _: None)
+    runs = out["results"]["uniform-40%"]
+    for arm, results in runs.items():
+        for r in results:
+            accs = [e["test_acc"] for e in r["epochs"]]
+            assert len(accs) == (3 if arm == "ce_finetuned" else 2)
+            assert r["final"] == accs[-1] and r["best"] == max(accs)
+            stopped = max(r["epochs"], key=lambda e: e["clean_acc"])
+            assert r["early_stopped"] == stopped["test_acc"]
+            assert 0.3 < r["flipped"] < 0.42
+    # paired: every arm of a seed saw the same noisy labels; different seeds differ
+    assert runs["uniform_ce"][0]["flipped"] == runs["l2rw"][0]["flipped"] != runs["l2rw"][1]["flipped"]
+    assert len(runs["meta_weight_net"][0]["weight_curve"]["weight"]) == 81
+    assert (tmp_path / "weight_curves.png").is_file() and "early-stopped" in (tmp_path / "summary.md").read_text()
+    # seeded: the same config reproduces a run exactly (a fresh directory)
+    again = run_study({**config, "seeds": [1], "arms": {k: config["arms"][k] for k in ("uniform_ce", "l2rw")},
+                       "reference": "uniform_ce"}, tmp_path / "again", log=lambda _: None)
+    strip = lambda r: [(e["test_acc"], e["clean_acc"], e["train_loss"]) for e in r["epochs"]]
+    assert strip(again["results"]["uniform-40%"]["l2rw"][0]) == strip(runs["l2rw"][1])
