@@ -6,7 +6,8 @@ fills it, hand-crafted or learned, with two faces: ``space()`` for search backen
 (``MAML(model, optimizer=Adam(lr=0.1), loss=FocalLoss())``) and expose their meta-parameters as
 ``"<slot>.<name>"``; configs name them as ``learner.optimizer: {name: adam, lr: 0.1}``.
 
-Slots: ``optimizer`` (:mod:`autometa.slots.optimizer`), ``loss`` (:mod:`autometa.slots.loss`).
+Slots: ``optimizer`` (:mod:`autometa.slots.optimizer`), ``loss`` (:mod:`autometa.slots.loss`),
+``weighting`` (:mod:`autometa.slots.weighting`).
 A filler written outside autometa is registered with :func:`register_filler`.
 """
 

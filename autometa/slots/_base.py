@@ -16,6 +16,7 @@ rather than as hidden module state:
 =========  ==============================================================================
 optimizer  ``init(params, meta) -> state``; ``update(grads, state, params, meta) -> (params, state)``
 loss       ``loss(outputs, targets, meta) -> per-sample losses``
+weighting  ``weighting(losses, outputs, targets, meta) -> per-sample weights``
 =========  ==============================================================================
 
 ``meta=None`` means "my own current meta-parameters", for use outside an estimator.
