@@ -18,6 +18,7 @@ from autometa.learners._metric import (
     ZeroShotProtoNet,
 )
 from autometa.learners._registry import LEARNERS, build_learner, register_learner
+from autometa.learners._reward import GridWorld, LIRPGTrainer
 from autometa.learners._weighting import NoisyLabelTrainer, clean_holdout, corrupt_labels, noise_transition
 
 __all__ = [
@@ -26,5 +27,5 @@ __all__ = [
     "MetricLearner",
     "ProtoNet", "MatchingNet",
     "RelationNet", "SiameseNet", "GraphNet", "ZeroShotProtoNet",
-    "NoisyLabelTrainer", "clean_holdout", "corrupt_labels", "noise_transition",
+    "NoisyLabelTrainer", "clean_holdout", "corrupt_labels", "noise_transition", "GridWorld", "LIRPGTrainer",
 ]

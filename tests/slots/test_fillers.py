@@ -41,6 +41,11 @@ CASES = {
     ("weighting", "uniform"): ({}, None),
     ("weighting", "meta_weight_net"): ({"hidden": 8}, None),
     ("weighting", "l2rw"): ({}, None),
+    # the reward slot: references and planted-bug tests in tests/slots/test_reward.py
+    ("reward", "extrinsic"): ({}, None),
+    ("reward", "count_bonus"): ({"observation_dim": 4}, None),
+    ("reward", "reward_net"): ({"observation_dim": 4, "num_actions": 2, "hidden": 8}, None),
+    ("reward", "frozen_reward_net"): ({"observation_dim": 4, "num_actions": 2, "hidden": 8}, None),
 }
 
 
