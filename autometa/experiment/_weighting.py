@@ -181,8 +181,8 @@ def run_arm(config: dict, arm: dict, data: dict, seed: int, on_epoch: Callable[[
         for group in trainer.optimizer.param_groups:
             group["lr"] = float(finetune.get("lr", 0.01))
         for epoch in range(1, finetune["epochs"] + 1):
-            metrics = trainer.fit_epoch(data["x_clean"], data["y_clean"], batch_size=config["batch_size"],
-                                        generator=generator)
+            metrics = trainer.fit_epoch(data["x_clean"], data["y_clean"], data["x_clean"], data["y_clean"],
+                                        config["batch_size"], config["clean_batch_size"], generator)
             record(config["epochs"] + epoch, "finetune", metrics["train_loss"])
     best = max(epochs, key=lambda e: e["test_acc"])
     stopped = max(epochs, key=lambda e: e["clean_acc"])  # first epoch among ties

@@ -60,6 +60,12 @@ class _OwnWeightsMWN(MetaWeightNet):
         return super().weighting(losses, outputs, targets, None)
 
 
+def test_normalised_meta_weight_net_meta_gradient_equals_finite_differences():
+    check_meta_gradient(lambda: MetaWeightNet(hidden=8, normalize=True))
+    weights = MetaWeightNet(hidden=8, normalize=True).weighting(torch.rand(7), None, None)
+    assert weights.mean().item() == pytest.approx(1.0)
+
+
 def test_check_filler_catches_a_weighting_net_that_ignores_meta():
     with pytest.raises(AssertionError, match="meta-gradient"):
         check_meta_gradient(lambda: _OwnWeightsMWN(hidden=8))
