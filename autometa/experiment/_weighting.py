@@ -31,8 +31,9 @@ import torch
 
 from autometa._params import did_you_mean
 from autometa.data import load_dataset
-from autometa.errors import ConfigError
+from autometa.errors import ConfigError, ResultsDirError
 from autometa.experiment._config import deep_merge, read_mapping
+from autometa.experiment._outdir import claim_out_dir
 from autometa.experiment._stats import mean_ci, paired_difference
 from autometa.learners import NoisyLabelTrainer, clean_holdout, corrupt_labels
 from autometa.learners._weighting import NOISE_KINDS
@@ -265,16 +266,29 @@ def cell_name(cell: dict) -> str:
     return f"{cell['kind']}-{round(100 * cell['rate'])}%"
 
 
-def run_study(source, out_dir: str | Path, log: Callable[[str], None] = print) -> dict:
+def run_study(source, out_dir: str | Path, log: Callable[[str], None] = print, resume: bool = False,
+              overwrite: bool = False) -> dict:
     """Run every (noise cell, seed, arm) of a study config; write ``results.json``, ``summary.md`` and
-    ``weight_curves.png`` to ``out_dir`` (resuming: finished (cell, arm, seed) runs in ``runs.jsonl`` are kept).
+    ``weight_curves.png`` to ``out_dir``.
+
+    Args:
+        resume: keep the finished (cell, arm, seed) runs of ``runs.jsonl`` in ``out_dir`` and run the rest
+            (the config must be the one they were run with).
+        overwrite: delete what ``out_dir`` holds first.
 
     Returns ``{"config", "results", "summary"}``.
+
+    Raises:
+        ResultsDirError: ``out_dir`` holds results and neither ``resume`` nor ``overwrite`` is set, or
+            it holds another command's results, or resuming with a different config.
     """
     config = load_study_config(source)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_out_dir(out_dir, "compare", resume=resume, overwrite=overwrite)
     runs_path = out / "runs.jsonl"
+    previous = out / "config.json"
+    if resume and previous.exists() and json.loads(previous.read_text()) != json.loads(json.dumps(config)):
+        raise ResultsDirError(f"--out {str(out)!r} holds runs of a different study config; resuming would mix "
+                              f"them. Choose another directory, or pass --overwrite to start again.")
     done = {}
     if runs_path.exists():
         for line in runs_path.read_text().splitlines():

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autometa.errors import AutometaError, ConfigError
+from autometa.errors import AutometaError, ConfigError, ResultsDirError
 from autometa.learners import NoisyLabelTrainer, clean_holdout, corrupt_labels, noise_transition
 from autometa.slots import build_filler
 from autometa.slots.loss._robust import GeneralizedCrossEntropy
@@ -253,5 +253,12 @@ def test_smoke_study_runs_every_arm_and_reports_three_accuracies(tmp_path):
     # seeded: the same config reproduces a run exactly (a fresh directory)
     again = run_study({**config, "seeds": [1], "arms": {k: config["arms"][k] for k in ("uniform_ce", "l2rw")},
                        "reference": "uniform_ce"}, tmp_path / "again", log=lambda _: None)
+    # the results directory: not silently reused; resumed only with the same config (no run repeats)
+    with pytest.raises(ResultsDirError, match="--resume"):
+        run_study(config, tmp_path, log=lambda _: None)
+    with pytest.raises(ResultsDirError, match="different study config"):
+        run_study({**config, "epochs": 3}, tmp_path, log=lambda _: None, resume=True)
+    resumed = run_study(config, tmp_path, log=lambda _: None, resume=True)
+    assert resumed["results"] == out["results"]
     strip = lambda r: [(e["test_acc"], e["clean_acc"], e["train_loss"]) for e in r["epochs"]]
     assert strip(again["results"]["uniform-40%"]["l2rw"][0]) == strip(runs["l2rw"][1])
