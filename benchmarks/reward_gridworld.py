@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from autometa.experiment._stats import mean_ci, paired_difference
+from autometa.compare._stats import paired_difference
+from autometa.experiment._stats import mean_ci
 from autometa.learners import GridWorld, LIRPGTrainer
 
 

@@ -16,7 +16,7 @@ import platform
 
 import torch
 
-from autometa.experiment._weighting import run_study
+from autometa.compare._noisy_labels import run_study
 
 
 def main() -> None:

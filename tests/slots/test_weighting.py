@@ -210,7 +210,7 @@ def test_bad_input_raises_one_clear_error():
 # --- the noisy-label study: config validation and the smoke tier ------------------------------------
 
 def test_study_config_reports_every_problem_at_once():
-    from autometa.experiment._weighting import load_study_config
+    from autometa.compare._noisy_labels import load_study_config
 
     bad = {"epoch": 3, "noise": [{"kind": "uniform", "rate": 1.4}], "reference": "ce",
            "arms": {"ce": {"kind": "hand-crafted"},
@@ -225,7 +225,7 @@ def test_study_config_reports_every_problem_at_once():
 
 @needs_data("fashion_mnist.npz")
 def test_smoke_study_runs_every_arm_and_reports_three_accuracies(tmp_path):
-    from autometa.experiment._weighting import run_study
+    from autometa.compare._noisy_labels import run_study
 
     config = {"noise": [{"kind": "uniform", "rate": 0.4}], "clean_size": 100, "train_size": 600, "test_size": 300,
               "model": {"name": "mlp", "hidden": [16]}, "epochs": 2, "batch_size": 50, "clean_batch_size": 20,

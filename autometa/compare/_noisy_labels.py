@@ -30,11 +30,12 @@ import numpy as np
 import torch
 
 from autometa._params import did_you_mean
+from autometa.compare._stats import paired_difference
 from autometa.data import load_dataset
 from autometa.errors import ConfigError, ResultsDirError
 from autometa.experiment._config import deep_merge, read_mapping
 from autometa.experiment._outdir import claim_out_dir
-from autometa.experiment._stats import mean_ci, paired_difference
+from autometa.experiment._stats import mean_ci
 from autometa.learners import NoisyLabelTrainer, clean_holdout, corrupt_labels
 from autometa.learners._weighting import NOISE_KINDS
 from autometa.nets import build_net
