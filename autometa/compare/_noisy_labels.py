@@ -13,8 +13,8 @@ only the final epoch flatters a learned weighting that resists memorisation:
   the look-ahead Meta-Weight-Net and L2RW) see that set during training, so for them this
   selection is optimistic; the hand-crafted arms never touch it except to select.
 
-Example config: ``experiments/weighting_fashion_mnist.yaml``; runner:
-``benchmarks/weighting_noisy_labels.py``.
+Example config: ``experiments/weighting_fashion_mnist.yaml`` (``study: noisy_labels``); run it with
+``autometa compare CONFIG --out DIR`` or ``benchmarks/weighting_noisy_labels.py``.
 """
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ from autometa.learners._weighting import NOISE_KINDS
 from autometa.nets import build_net
 from autometa.slots import FILLERS
 
+STUDY = "noisy_labels"
 DEFAULTS: dict = {
+    "study": STUDY,           # marks the config for `autometa compare`
     "dataset": "fashion_mnist",
     "noise": [{"kind": "uniform", "rate": 0.4}],
     "clean_size": 1000,
@@ -60,11 +62,25 @@ ARM_KEYS = {"kind", "weighting", "loss", "finetune", "trainer"}
 KINDS = ("hand-crafted", "learned")
 
 
+def is_study_config(source) -> bool:
+    """Whether ``source`` (a YAML path or a dict) is a noisy-label study config (``study: noisy_labels``),
+    which ``autometa compare`` hands to :func:`run_study`."""
+    if source is None:
+        return False
+    try:
+        raw = read_mapping(source, "Comparison config", "experiments/weighting_fashion_mnist.yaml")
+    except ConfigError:
+        return False  # the comparison loader reports it
+    return raw.get("study") == STUDY
+
+
 def load_study_config(source) -> dict:
     """Read a study config (YAML path or dict), fill defaults and validate it; every problem in one error."""
     raw = read_mapping(source, "Noisy-label study config", "experiments/weighting_fashion_mnist.yaml")
     problems = [f"unknown key {k!r}{did_you_mean(k, DEFAULTS)}" for k in raw if k not in DEFAULTS]
     config = deep_merge(copy.deepcopy(DEFAULTS), raw)
+    if config["study"] != STUDY:
+        problems.append(f"study must be {STUDY!r} for this runner. Got {config['study']!r}")
     cells = config["noise"]
     if not isinstance(cells, list) or not cells:
         problems.append(f"noise must be a non-empty list of {{kind, rate}} cells. Got {cells!r}")

@@ -236,7 +236,9 @@ def test_smoke_study_runs_every_arm_and_reports_three_accuracies(tmp_path):
                        "ce_finetuned": {"kind": "hand-crafted", "finetune": {"epochs": 1, "lr": 0.01}},
                        "meta_weight_net": {"kind": "learned", "weighting": {"name": "meta_weight_net", "hidden": 8}},
                        "l2rw": {"kind": "learned", "weighting": "l2rw"}}}
-    out = run_study(config, tmp_path, log=lambda _: None)
+    import autometa
+
+    out = autometa.compare({"study": "noisy_labels", **config}, tmp_path, quiet=True)  # through `autometa compare`
     runs = out["results"]["uniform-40%"]
     for arm, results in runs.items():
         for r in results:
