@@ -235,7 +235,9 @@ def search(objective_or_config, space=None, *, backend: str = "optuna", n_trials
         pruner_options=dict(pruner_options or {}), on_trial_end=on_trial_end)
     if on_trial_end is not None and hasattr(on_trial_end, "begin"):
         on_trial_end.begin(list(dirs), list(names))
-    return module.run(objective, space, settings)
+    outcome = module.run(objective, space, settings)
+    return SearchResult(backend, list(dirs), space, sorted(outcome.records, key=lambda r: r.number), list(names),
+                        outcome.info)
 
 
 def _check_support(backend, space, n_objectives, sampler, pruner, scheduler, address, resources, max_retries,

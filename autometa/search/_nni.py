@@ -37,8 +37,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from autometa.errors import ConfigError
-from autometa.search._common import Settings, TrialPruned, error_text
-from autometa.search._result import SearchResult, TrialRecord
+from autometa.search._common import BackendRun, Settings, TrialPruned, TrialRecord, error_text
 from autometa.search._space import Param, SearchSpace
 from autometa.search._trial import Trial, check_objective_value
 
@@ -159,7 +158,7 @@ def _read_journal(path) -> tuple[list[TrialRecord], list[dict]]:
     return [ended[n] for n in sorted(ended)], [started[n] for n in sorted(started) if n not in ended]
 
 
-def run(objective, space: SearchSpace, settings: Settings) -> SearchResult:
+def run(objective, space: SearchSpace, settings: Settings) -> BackendRun:
     """Run the search with an NNI tuner in-process; see :func:`autometa.search` for the arguments."""
     logging.getLogger("nni").setLevel(logging.WARNING)  # NNI logs every proposal at INFO
     journal = settings.out_dir / JOURNAL if settings.out_dir is not None else None
@@ -245,5 +244,4 @@ def run(objective, space: SearchSpace, settings: Settings) -> SearchResult:
     info = {"sampler": settings.sampler, "pruner": settings.pruner, "seed": settings.seed,
             "journal": str(journal) if journal else None, "resumed_from": len(kept) + len(interrupted),
             "interrupted_rerun": len(interrupted), "wall_time_s": round(time.perf_counter() - start, 3)}
-    return SearchResult("nni", list(settings.directions), space, sorted(records, key=lambda r: r.number),
-                        list(settings.metric_names), info)
+    return BackendRun(records, info)

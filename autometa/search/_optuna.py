@@ -25,8 +25,7 @@ import optuna
 from optuna.trial import TrialState
 
 from autometa.errors import BackendUnavailableError, ConfigError, UnsupportedFeatureError
-from autometa.search._common import Settings, TrialPruned, error_text
-from autometa.search._result import SearchResult, TrialRecord
+from autometa.search._common import BackendRun, Settings, TrialPruned, TrialRecord, error_text
 from autometa.search._space import Param, SearchSpace
 from autometa.search._trial import Trial, check_objective_value
 
@@ -174,7 +173,25 @@ def _recover_interrupted(study) -> int:
     return len(stale)
 
 
-def run(objective, space: SearchSpace, settings: Settings) -> SearchResult:
+def fanova_importances(trials: list[TrialRecord], params: list[Param], direction: str, objective: int = 0,
+                       seed: int = 0) -> dict[str, float]:
+    """fANOVA importances of ``params`` over complete ``trials`` (see ``SearchResult.importances``)."""
+    distributions = {p.name: to_distribution(p) for p in params}
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study created" line for a scratch study
+    try:
+        study = optuna.create_study(direction=direction)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    for t in trials:
+        study.add_trial(optuna.trial.create_trial(
+            params={n: t.params[n] for n in distributions}, distributions=distributions, value=t.values[objective]))
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
+    scores = optuna.importance.get_param_importances(study, evaluator=evaluator, params=list(distributions))
+    return {name: float(score) for name, score in scores.items()}
+
+
+def run(objective, space: SearchSpace, settings: Settings) -> BackendRun:
     """Run the search with Optuna; see :func:`autometa.search` for the arguments."""
     url = storage_url(settings)
     existing = None
@@ -238,5 +255,4 @@ def run(objective, space: SearchSpace, settings: Settings) -> SearchResult:
     info = {"sampler": settings.sampler, "pruner": settings.pruner, "seed": settings.seed, "storage": url,
             "study_name": settings.study_name, "resumed_from": before, "interrupted_rerun": interrupted,
             "wall_time_s": round(time.perf_counter() - start, 3)}
-    return SearchResult("optuna", list(settings.directions), space, sorted(records, key=lambda r: r.number),
-                        list(settings.metric_names), info)
+    return BackendRun(records, info)

@@ -53,8 +53,7 @@ import ray
 from ray import tune
 
 from autometa.errors import ConfigError
-from autometa.search._common import Settings, TrialPruned, error_text
-from autometa.search._result import SearchResult, TrialRecord
+from autometa.search._common import BackendRun, Settings, TrialPruned, TrialRecord, error_text
 from autometa.search._space import SearchSpace, parse_space
 from autometa.search._trial import Trial, check_objective_value
 
@@ -285,7 +284,7 @@ def _storage_path(settings: Settings) -> tuple[str, Path | None]:
     return str(temporary), temporary
 
 
-def run(objective, space: SearchSpace, settings: Settings) -> SearchResult:
+def run(objective, space: SearchSpace, settings: Settings) -> BackendRun:
     """Run the search with Ray Tune; see :func:`autometa.search` for the arguments."""
     modes = ["min" if d == "minimize" else "max" for d in settings.directions]
     multi = settings.n_objectives > 1
@@ -346,5 +345,4 @@ def run(objective, space: SearchSpace, settings: Settings) -> SearchResult:
             "storage": None if temporary else experiment, "address": settings.address,
             "resources": settings.resources or {"cpu": 1}, "restored": restored,
             "wall_time_s": round(time.perf_counter() - start, 3)}
-    return SearchResult("ray", list(settings.directions), space, sorted(records, key=lambda r: r.number),
-                        list(settings.metric_names), info)
+    return BackendRun(records, info)
