@@ -8,6 +8,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from autometa._params import did_you_mean
 from autometa.errors import BackendUnavailableError, ConfigError, UnsupportedFeatureError
 from autometa.search._common import Settings, TrialPruned
 from autometa.search._result import SearchResult, TrialRecord
@@ -102,6 +103,42 @@ class ExperimentObjective:
         return values if len(values) > 1 else values[0]
 
 
+# what ``run_experiment`` returns besides ``test`` (per-task metrics) and ``best_val``
+_RUN_NUMBERS = ("steps", "meta_batch", "meta_train_time_s", "meta_train_cpu_time_s", "test_time_s", "wall_time_s",
+                "adaptation_time_per_task_s", "flops.meta_step", "flops.per_test_task")
+_SUMMARIES = ("mean", "ci95", "std", "n")
+
+
+def task_kind(config: dict) -> str:
+    """``"regression"`` or ``"classification"``: the kind of the config's task family, read from its name."""
+    return "regression" if str(config["tasks"].get("name")) in _REGRESSION_TASKS else "classification"
+
+
+def config_metrics(config: dict) -> list[str]:
+    """The metric names a run of ``config`` reports, as ``--metric`` accepts them.
+
+    ``test.<m>`` is the mean over test tasks (``test.<m>.ci95``, ``.std``, ``.n`` also exist),
+    ``best_val`` the best validation value (the config's selection metric), the rest are costs.
+    """
+    per_task = ["accuracy", "loss"] if task_kind(config) == "classification" else ["loss"]
+    names = [f"test.{m}" for m in per_task] + ["best_val", "best_val.step"]
+    return names + list(_RUN_NUMBERS)
+
+
+def check_metrics(config: dict, metrics: list[str]) -> None:
+    """Raise a ConfigError naming every metric a run of ``config`` does not report, before any trial."""
+    known = config_metrics(config)
+    accepted = set(known) | {f"{m}.{s}" for m in known if m.startswith("test.") for s in _SUMMARIES}
+    problems = [f"{m!r}{did_you_mean(m, known)}" for m in metrics if m not in accepted]
+    if problems:
+        raise ConfigError(
+            f"--metric {', '.join(problems)}: not reported by a run of this config ({task_kind(config)} tasks "
+            f"'{config['tasks'].get('name')}'). Use one of {known} (test metrics also as .ci95, .std, .n).")
+    if config["run"].get("validate_every") == 0 and any(m.split(".")[0] == "best_val" for m in metrics):
+        raise ConfigError("--metric best_val needs validation, but the config sets run.validate_every=0. "
+                          "Set run.validate_every, or use --metric test.loss.")
+
+
 def _default_direction(metric: str) -> str:
     return "maximize" if "accuracy" in metric else "minimize"
 
@@ -111,9 +148,9 @@ def _config_objective(source, space: SearchSpace, metric, overrides, out_dir):
 
     config = load_config(source if isinstance(source, dict) else str(source), overrides)
     space.check_config(config)
-    regression = str(config["tasks"].get("name")) in _REGRESSION_TASKS
-    selection = "loss" if regression else "accuracy"
+    selection = "loss" if task_kind(config) == "regression" else "accuracy"
     metrics = [metric] if isinstance(metric, str) else list(metric or ["best_val"])
+    check_metrics(config, metrics)
     names = [f"val_{selection}" if m == "best_val" else m for m in metrics]
     defaults = [_default_direction(n) for n in names]
     return ExperimentObjective(config, metrics, f"val_{selection}", out_dir), names, defaults
@@ -128,7 +165,8 @@ def search(objective_or_config, space=None, *, backend: str = "optuna", n_trials
            max_concurrent: int | None = None, max_retries: int = 0, sampler_options: dict | None = None,
            pruner_options: dict | None = None, metric: str | list[str] | None = None,
            overrides: list[str] | dict | None = None,
-           on_trial_end: Callable[[TrialRecord], None] | None = None) -> SearchResult:
+           on_trial_end: Callable[[TrialRecord], None] | None = None,
+           before_trials: Callable[[], None] | None = None) -> SearchResult:
     """Search hyperparameters with Optuna (default), Ray Tune or NNI; one result format for all.
 
     Args:
@@ -167,6 +205,9 @@ def search(objective_or_config, space=None, *, backend: str = "optuna", n_trials
         on_trial_end: called with each finished :class:`TrialRecord` (progress displays); if it
             has a ``begin(directions, metric_names)`` method, that is called once before the
             first trial.
+        before_trials: called once after every argument has been checked and before the
+            backend starts (the CLI claims its results directory there, so that bad input
+            writes nothing).
 
     Returns:
         A :class:`SearchResult`.
@@ -233,6 +274,8 @@ def search(objective_or_config, space=None, *, backend: str = "optuna", n_trials
         address=address, auth_token=auth_token, num_cpus=num_cpus, resources=resources,
         max_concurrent=max_concurrent, max_retries=max_retries, sampler_options=dict(sampler_options or {}),
         pruner_options=dict(pruner_options or {}), on_trial_end=on_trial_end)
+    if before_trials is not None:
+        before_trials()
     if on_trial_end is not None and hasattr(on_trial_end, "begin"):
         on_trial_end.begin(list(dirs), list(names))
     outcome = module.run(objective, space, settings)

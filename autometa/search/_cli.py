@@ -46,6 +46,8 @@ def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
     sweep.add_argument("--trials", type=int, default=20, help="trials in total, counting resumed ones (default 20)")
     sweep.add_argument("--out", help="results directory (default runs/<config>-sweep-<time>; needed with --resume)")
     sweep.add_argument("--resume", action="store_true", help="continue the sweep stored in --out")
+    sweep.add_argument("--overwrite", action="store_true",
+                       help="delete the sweep already in --out first (without it, an existing sweep is refused)")
     sweep.add_argument("--storage", help="optuna: database URL (default sqlite in --out); ray: storage_path")
     sweep.add_argument("--study-name", default="autometa", help="study (optuna) / experiment (ray) name")
     sweep.add_argument("--sampler", default="tpe",
@@ -105,10 +107,13 @@ def run_sweep(args: argparse.Namespace) -> int:
     """Run ``autometa sweep`` from parsed arguments; write the results; return the exit status."""
     import logging
 
+    from autometa.experiment._outdir import claim_out_dir
     from autometa.search._api import search
 
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out: the results directory of the sweep to continue.")
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume continues the sweep in --out and --overwrite deletes it; pass one of them.")
     out = Path(args.out or Path("runs") / f"{Path(args.config).stem}-sweep-{time.strftime('%Y%m%d-%H%M%S')}")
     directions = args.direction
     if directions and args.metric and len(directions) != len(args.metric):
@@ -126,7 +131,10 @@ def run_sweep(args: argparse.Namespace) -> int:
             scheduler=args.scheduler, storage=args.storage, study_name=args.study_name, out_dir=out,
             resume=args.resume, timeout=args.timeout, address=args.address, auth_token=args.auth_token,
             num_cpus=args.num_cpus, resources=_resources(args.resources), max_concurrent=args.max_concurrent,
-            max_retries=args.max_retries, metric=args.metric, overrides=args.set, on_trial_end=progress)
+            max_retries=args.max_retries, metric=args.metric, overrides=args.set, on_trial_end=progress,
+            # claimed once the arguments are checked: a bad argument writes nothing, and an existing
+            # sweep (any backend) or another command's directory is refused without --resume/--overwrite
+            before_trials=lambda: claim_out_dir(out, "sweep", resume=args.resume, overwrite=args.overwrite))
     finally:
         progress.close()
     files = result.write(out)
