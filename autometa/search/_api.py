@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 from autometa._params import did_you_mean
-from autometa.errors import BackendUnavailableError, ConfigError, UnsupportedFeatureError
+from autometa.errors import BackendUnavailableError, ConfigError, NumericalError, UnsupportedFeatureError
 from autometa.search._common import Settings, TrialPruned
 from autometa.search._result import SearchResult, TrialRecord
 from autometa.search._space import SearchSpace, apply_params
@@ -84,22 +85,37 @@ class ExperimentObjective:
             trial_dir = self.out_dir / "trials" / f"{trial.number:04d}"
             if trial_dir.exists():  # a retried or resumed trial starts again from scratch
                 shutil.rmtree(trial_dir)
-        pruned_at = []
+        pruned_at, diverged_at = [], []
 
         def callback(step: int, metrics: dict) -> bool:
-            if self.report_key in metrics:
-                trial.report(metrics[self.report_key], step)
+            value = metrics.get(self.report_key)
+            if value is not None and not math.isfinite(value):  # stop a diverged run at once
+                diverged_at.append((step, value))
+                return True
+            if value is not None:
+                trial.report(value, step)
             if trial.should_prune():
                 pruned_at.append(step)
                 return True
             return False
 
+        # a NumericalError of the run (a non-finite loss or meta-gradient, with its step) goes
+        # through to the backend, which records the trial as diverged and goes on
         results = run_experiment(config, trial_dir, callback)
         trial.set_user_attr("wall_time_s", results.get("wall_time_s"))
         trial.set_user_attr("meta_train_time_s", results.get("meta_train_time_s"))
+        if diverged_at:
+            step, value = diverged_at[0]
+            error = NumericalError(f"the validation {self.report_key[4:]} was {value} at step {step}")
+            error.step = step
+            raise error
         if pruned_at:
             raise TrialPruned(f"pruned at step {pruned_at[0]}")
         values = [metric_value(results, m) for m in self.metrics]
+        if not all(math.isfinite(v) for v in values):
+            error = NumericalError(f"the run ended with {dict(zip(self.metrics, values))}")
+            error.step = results.get("steps")
+            raise error
         return values if len(values) > 1 else values[0]
 
 

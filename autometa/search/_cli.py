@@ -11,6 +11,7 @@ The subcommand sets ``func=run_sweep``; ``run_sweep(args)`` returns the exit sta
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -90,6 +91,8 @@ class _Progress:
 
     def __call__(self, record) -> None:
         self.counts[record.state] = self.counts.get(record.state, 0) + 1
+        if "diverged_at_step" in record.user_attrs:  # one line per diverged trial, above the bar
+            self.bar.write(f"trial {record.number} {record.error}", file=sys.stderr)
         if record.state == "complete" and record.values:
             value = record.values[0]
             if self.best is None or self.sign * value < self.sign * self.best:
@@ -139,6 +142,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         progress.close()
     files = result.write(out)
     counts = {s: sum(t.state == s for t in result.trials) for s in ("complete", "pruned", "failed")}
+    counts["diverged"] = sum("diverged_at_step" in t.user_attrs for t in result.trials)  # among the pruned
     print(f"{len(result.trials)} trials ({counts}) with {result.backend} in {result.info.get('wall_time_s')} s")
     if result.completed and not result.multi_objective:
         best = result.best_trial

@@ -70,6 +70,32 @@ class TrialPruned(Exception):
     """
 
 
+class TrialDiverged(TrialPruned):
+    """A trial whose training produced a non-finite number: stopped and recorded as pruned.
+
+    Raised for the objective by the backends when it raises :class:`autometa.errors.NumericalError`
+    or returns NaN or inf. The record's ``error`` holds the one-line message (parameters, step,
+    remedy) and ``user_attrs["diverged_at_step"]`` the step (None when unknown); its ``values``
+    are None, so that no sampler mistakes a diverged run for a good one.
+    """
+
+    def __init__(self, message: str, step: int | None = None):
+        super().__init__(message)
+        self.step = step
+
+
+DIVERGED_REMEDY = ("narrow the search space where it diverges (lower the upper bound of the learning rates first) "
+                   "or clip gradients (config: outer.clip_grad)")
+
+
+def diverged(params: dict, step: int | None, detail: str) -> TrialDiverged:
+    """The :class:`TrialDiverged` of a trial with ``params`` that went non-finite at ``step``."""
+    where = f"at step {step}" if step is not None else "(step unknown)"
+    shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v!r}" for k, v in params.items())
+    return TrialDiverged(f"diverged {where} with {shown or 'no parameters'}: {detail.rstrip('.')}; {DIVERGED_REMEDY}.",
+                         step)
+
+
 @dataclass
 class Settings:
     """The validated arguments of :func:`autometa.search`, as one backend sees them."""

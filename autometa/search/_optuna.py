@@ -25,9 +25,9 @@ import optuna
 from optuna.trial import TrialState
 
 from autometa.errors import BackendUnavailableError, ConfigError, UnsupportedFeatureError
-from autometa.search._common import BackendRun, Settings, TrialPruned, TrialRecord, error_text
+from autometa.search._common import BackendRun, Settings, TrialDiverged, TrialPruned, TrialRecord, error_text
 from autometa.search._space import Param, SearchSpace
-from autometa.search._trial import Trial, check_objective_value
+from autometa.search._trial import Trial, run_objective
 
 SAMPLERS = ("tpe", "cmaes", "gp", "random", "grid", "nsga2")
 PRUNERS = ("median", "successive_halving", "hyperband")
@@ -153,7 +153,9 @@ def to_record(frozen) -> TrialRecord | None:
         error = "interrupted: the sweep process stopped during this trial; it was re-run with the same parameters"
     values = frozen.values
     intermediate = {int(k): float(v) for k, v in frozen.intermediate_values.items()}
-    if state == "pruned" and values is None and intermediate:
+    if state == "pruned" and "diverged_at_step" in attrs:
+        values = None  # Optuna keeps the last report as a pruned trial's value; a diverged run has none
+    elif state == "pruned" and values is None and intermediate:
         values = [intermediate[max(intermediate)]]
     if state == "failed" and error is None:
         error = frozen.system_attrs.get("fail_reason", "failed (Optuna recorded no reason)")
@@ -224,8 +226,11 @@ def run(objective, space: SearchSpace, settings: Settings) -> BackendRun:
     def wrapped(optuna_trial):
         trial = OptunaTrial(optuna_trial, space, suggest_space(optuna_trial, space), multi)
         try:
-            value = objective(trial)
+            values = run_objective(objective, trial, settings.n_objectives)
         except TrialPruned as exc:
+            if isinstance(exc, TrialDiverged):  # pruned, so that Optuna logs no traceback for it
+                optuna_trial.set_user_attr("autometa_error", str(exc))
+                optuna_trial.set_user_attr("diverged_at_step", exc.step)
             raise optuna.TrialPruned(str(exc)) from exc
         except Exception as exc:
             optuna_trial.set_user_attr("autometa_error", error_text(exc))
@@ -233,11 +238,6 @@ def run(objective, space: SearchSpace, settings: Settings) -> BackendRun:
         finally:
             for key, item in trial.user_attrs.items():
                 optuna_trial.set_user_attr(key, item)
-        try:
-            values = check_objective_value(value, settings.n_objectives)
-        except ConfigError as exc:
-            optuna_trial.set_user_attr("autometa_error", error_text(exc))
-            raise
         return values if multi else values[0]
 
     callbacks = []

@@ -53,9 +53,9 @@ import ray
 from ray import tune
 
 from autometa.errors import ConfigError
-from autometa.search._common import BackendRun, Settings, TrialPruned, TrialRecord, error_text
+from autometa.search._common import BackendRun, Settings, TrialDiverged, TrialPruned, TrialRecord, error_text
 from autometa.search._space import SearchSpace, parse_space
-from autometa.search._trial import Trial, check_objective_value
+from autometa.search._trial import Trial, run_objective
 
 SCHEDULER_DEFAULTS = {"asha": {"max_t": 100, "grace_period": 1, "reduction_factor": 3},
                       "hyperband": {"max_t": 100, "reduction_factor": 3},
@@ -103,9 +103,13 @@ class _Trainable:
         trial = RayTrial(number, space, params, self.n_objectives > 1, self.metric_names)
         final = {"autometa_user_attrs": trial.user_attrs}
         try:
-            values = check_objective_value(self.objective(trial), self.n_objectives)
-        except TrialPruned:
+            values = run_objective(self.objective, trial, self.n_objectives)
+        except TrialPruned as exc:
             last = trial.intermediate[max(trial.intermediate)] if trial.intermediate else float("nan")
+            if isinstance(exc, TrialDiverged):
+                trial.set_user_attr("diverged_at_step", exc.step)
+                final.update(autometa_error=str(exc), autometa_diverged=True)
+                last = float("nan")
             tune.report({**final, "autometa_state": "pruned", self.metric_names[0]: last})
             return
         tune.report({**final, "autometa_state": "complete", **dict(zip(self.metric_names, values))})
@@ -227,6 +231,8 @@ def _record(settings: Settings, space: SearchSpace, trial_id, tag, first, config
         values = None if math.isnan(value) else [value]
     if state == "failed":
         error = error or "failed (Ray recorded no error)"
+    elif state == "pruned":
+        error = error or metrics.get("autometa_error")
     params = space.prune({k: v for k, v in (config or {}).items() if k in space})
     return TrialRecord(_trial_number(tag, first), params, state, values, history or {}, metrics.get("time_total_s"),
                        error, dict(metrics.get("autometa_user_attrs") or {}), str(trial_id))
