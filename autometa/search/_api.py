@@ -177,6 +177,7 @@ def search(objective_or_config, space=None, *, backend: str = "optuna", n_trials
            sampler: str = "tpe", pruner: str | None = None, scheduler: str | None = None,
            storage: str | None = None, study_name: str = "autometa", out_dir: str | os.PathLike | None = None,
            resume: bool = False, timeout: float | None = None, address: str | None = None,
+           connect_timeout: float = 30.0,
            auth_token: str | None = None, num_cpus: int | None = None, resources: dict | None = None,
            max_concurrent: int | None = None, max_retries: int = 0, sampler_options: dict | None = None,
            pruner_options: dict | None = None, metric: str | list[str] | None = None,
@@ -210,6 +211,8 @@ def search(objective_or_config, space=None, *, backend: str = "optuna", n_trials
         address, auth_token, num_cpus: ray: the cluster to join (None: start a local Ray), its
             authentication token (Ray >= 2.59 clusters; default ``$RAY_AUTH_TOKEN`` or the token
             file), CPUs of a local Ray.
+        connect_timeout: ray: seconds to wait for the cluster at ``address`` to answer
+            (:class:`ClusterUnreachableError` after that).
         resources: ray: per-trial resources, e.g. ``{"cpu": 1, "gpu": 0.5}``.
         max_concurrent: trials at once (ray: concurrent trials; optuna: threads).
         max_retries: ray: retries of a failed trial (``FailureConfig(max_failures=...)``).
@@ -275,6 +278,8 @@ def search(objective_or_config, space=None, *, backend: str = "optuna", n_trials
         problems.append(f"{len(default_names)} metric(s) {default_names} but {len(dirs)} direction(s) {dirs}")
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         problems.append(f"max_retries must be an integer >= 0. Got {max_retries!r}")
+    if isinstance(connect_timeout, bool) or not isinstance(connect_timeout, (int, float)) or not connect_timeout > 0:
+        problems.append(f"connect_timeout must be a number of seconds > 0. Got {connect_timeout!r}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         problems.append(f"seed must be an integer or None. Got {seed!r}")
     if problems:
@@ -287,9 +292,10 @@ def search(objective_or_config, space=None, *, backend: str = "optuna", n_trials
     settings = Settings(
         n_trials=n_trials, directions=dirs, metric_names=names, seed=seed, sampler=sampler, pruner=pruner,
         scheduler=scheduler, storage=storage, study_name=study_name, out_dir=out, resume=resume, timeout=timeout,
-        address=address, auth_token=auth_token, num_cpus=num_cpus, resources=resources,
-        max_concurrent=max_concurrent, max_retries=max_retries, sampler_options=dict(sampler_options or {}),
-        pruner_options=dict(pruner_options or {}), on_trial_end=on_trial_end)
+        address=address, connect_timeout=float(connect_timeout), auth_token=auth_token, num_cpus=num_cpus,
+        resources=resources, max_concurrent=max_concurrent, max_retries=max_retries,
+        sampler_options=dict(sampler_options or {}), pruner_options=dict(pruner_options or {}),
+        on_trial_end=on_trial_end)
     if before_trials is not None:
         before_trials()
     if on_trial_end is not None and hasattr(on_trial_end, "begin"):

@@ -65,6 +65,8 @@ def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
                        help="override a config value for every trial, e.g. --set outer.steps=500 (repeatable)")
     sweep.add_argument("--timeout", type=float, help="optuna/nni: start no trial after this many seconds")
     sweep.add_argument("--address", help="ray: cluster address host:port (default: start a local Ray)")
+    sweep.add_argument("--connect-timeout", type=float, default=30.0,
+                       help="ray: seconds to wait for the cluster at --address to answer (default 30)")
     sweep.add_argument("--auth-token", help="ray: the cluster's token (default $RAY_AUTH_TOKEN or ~/.ray/auth_token)")
     sweep.add_argument("--num-cpus", type=int, help="ray: CPUs of a local Ray (default: all)")
     sweep.add_argument("--resources", help="ray: resources per trial, e.g. cpu=1,gpu=0.5 (default cpu=1)")
@@ -132,7 +134,8 @@ def run_sweep(args: argparse.Namespace) -> int:
             args.config, args.space, backend=args.backend, n_trials=args.trials,
             directions=directions, seed=args.seed, sampler=args.sampler, pruner=args.pruner,
             scheduler=args.scheduler, storage=args.storage, study_name=args.study_name, out_dir=out,
-            resume=args.resume, timeout=args.timeout, address=args.address, auth_token=args.auth_token,
+            resume=args.resume, timeout=args.timeout, address=args.address, connect_timeout=args.connect_timeout,
+            auth_token=args.auth_token,
             num_cpus=args.num_cpus, resources=_resources(args.resources), max_concurrent=args.max_concurrent,
             max_retries=args.max_retries, metric=args.metric, overrides=args.set, on_trial_end=progress,
             # claimed once the arguments are checked: a bad argument writes nothing, and an existing

@@ -113,6 +113,7 @@ class Settings:
     resume: bool = False
     timeout: float | None = None
     address: str | None = None
+    connect_timeout: float = 30.0
     auth_token: str | None = None
     num_cpus: int | None = None
     resources: dict | None = None
