@@ -79,6 +79,7 @@ SCHEDULER_DEFAULTS = {"asha": {"max_t": 100, "grace_period": 1, "reduction_facto
 OBJECT_STORE_BYTES = 128 * 1024 * 1024
 JOURNAL = "ray_trials.jsonl"
 OWNER_VARIABLE = "AUTOMETA_RAY_OWNER"
+_CLUSTER_MODE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 INTERRUPTED = "interrupted: the sweep process stopped during this trial; it was re-run with the same parameters"
 # live progress hooks of the searches running in this process, by key: Tune's callback keeps the key only
 _HOOKS: dict = {}
@@ -408,7 +409,16 @@ def start_local_ray(num_cpus: int | None = None, object_store_memory: int = OBJE
     reaper = subprocess.Popen([sys.executable, str(Path(__file__).with_name("_reaper.py")), token, str(os.getpid())],
                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True, close_fds=True)
+    from ray._private import ray_constants
+
     os.environ[OWNER_VARIABLE] = token  # after starting the reaper, so that it does not carry the mark
+    # ray.init turns a loopback _node_ip_address into the machine's outward address unless Ray's
+    # "no cluster" mode is on; with it, the GCS, raylet, agents and workers all listen on 127.0.0.1
+    loopback = node_ip_address in ("127.0.0.1", "localhost", "::1")
+    saved_mode, saved_flag = os.environ.get(_CLUSTER_MODE), ray_constants.ENABLE_RAY_CLUSTER
+    if loopback:
+        os.environ[_CLUSTER_MODE] = "0"
+        ray_constants.ENABLE_RAY_CLUSTER = False
     try:
         ray.init(num_cpus=num_cpus, object_store_memory=object_store_memory, include_dashboard=False,
                  _node_ip_address=node_ip_address, log_to_driver=False, configure_logging=False)
@@ -418,6 +428,11 @@ def start_local_ray(num_cpus: int | None = None, object_store_memory: int = OBJE
         raise
     finally:
         os.environ.pop(OWNER_VARIABLE, None)
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_mode is None:
+            os.environ.pop(_CLUSTER_MODE, None)
+        else:
+            os.environ[_CLUSTER_MODE] = saved_mode
     return LocalRay(reaper, token)
 
 
