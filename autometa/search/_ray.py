@@ -337,17 +337,7 @@ class _JournalCallback(tune.Callback):
         self._end(trial, None)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        error = None
-        try:
-            raised = trial.get_pickled_error()
-            if raised is not None:  # a RayTaskError wraps the objective's exception as its cause
-                error = error_text(getattr(raised, "cause", None) or raised)
-        except Exception:  # an error that does not unpickle here: its text trace
-            pass
-        if error is None:
-            text = trial.get_error() if hasattr(trial, "get_error") else None
-            error = str(text).strip().splitlines()[-1] if text else "failed (Ray recorded no error)"
-        self._end(trial, error)
+        self._end(trial, _trial_error(trial))
 
     def _end(self, trial, error: str | None):
         record = _record(self.metric_names, self.numbering.number(trial.experiment_tag), self._params(trial),
@@ -359,6 +349,26 @@ class _JournalCallback(tune.Callback):
         hook = _HOOKS.get(self.hook_key)
         if hook is not None:
             hook(record)
+
+
+def _trial_error(trial) -> str:
+    """``Type: message`` of the exception that ended a trial, read from the files Tune just wrote locally."""
+    from ray import cloudpickle
+
+    try:
+        path = trial.pickled_error_file
+        if path and os.path.exists(path):
+            with open(path, "rb") as handle:
+                raised = cloudpickle.load(handle)
+            return error_text(getattr(raised, "cause", None) or raised)  # a RayTaskError wraps the objective's
+    except Exception:  # an exception that does not unpickle here: its text trace
+        pass
+    try:
+        path = trial.error_file
+        lines = Path(path).read_text().strip().splitlines() if path and os.path.exists(path) else []
+        return lines[-1] if lines else "failed (Ray recorded no error)"
+    except OSError:
+        return "failed (Ray recorded no error)"
 
 
 def _record(metric_names: list[str], number: int, params: dict, metrics: dict, state, error, history,
