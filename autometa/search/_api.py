@@ -190,7 +190,11 @@ def search(objective_or_config, space=None, *, backend: str = "optuna", n_trials
         objective_or_config: ``objective(trial) -> float`` (a tuple of floats for several
             directions), or an experiment config (dict or YAML path): each trial then runs
             ``autometa.experiment.run_experiment`` on the config with the trial's parameters as
-            nested overrides (``learner.inner_lr``) and returns ``metric``.
+            nested overrides (``learner.inner_lr``) and returns ``metric``. A trial whose objective
+            raises :class:`autometa.errors.NumericalError` (a run that diverged; its ``step`` is
+            kept) or returns NaN / inf is recorded as pruned, with ``values`` None, a one-line
+            ``error`` naming its parameters, the step and the remedy, and
+            ``user_attrs["diverged_at_step"]``; the search goes on.
         space: the search space (dict, YAML path or :class:`SearchSpace`). Required.
         backend: ``"optuna"`` (embedded), ``"ray"`` (Ray Tune: local or a cluster) or ``"nni"``
             (NNI tuners in-process).
@@ -207,6 +211,10 @@ def search(objective_or_config, space=None, *, backend: str = "optuna", n_trials
         study_name: the study (Optuna) or experiment (Ray) name within the storage.
         out_dir: results directory (storage, per-trial runs of a config sweep).
         resume: continue the search found in the storage instead of refusing to overwrite it.
+            Finished trials are kept and count toward ``n_trials``; a trial that was running when
+            the process died runs again with the same parameters (optuna, nni: under a new number,
+            the interrupted one recorded as failed; ray: under its own number, from autometa's
+            journal ``ray_trials.jsonl``, whatever state Tune's files are in).
         timeout: stop starting trials after this many seconds (optuna, nni).
         address, auth_token, num_cpus: ray: the cluster to join (None: start a local Ray), its
             authentication token (Ray >= 2.59 clusters; default ``$RAY_AUTH_TOKEN`` or the token
@@ -232,7 +240,9 @@ def search(objective_or_config, space=None, *, backend: str = "optuna", n_trials
         A :class:`SearchResult`.
 
     Raises:
-        ConfigError: invalid space, arguments, or a space naming keys the config does not have.
+        ConfigError: invalid space, arguments, a space naming keys the config does not have, or
+            a ``metric`` the config's runs do not report (checked before any trial).
+        ClusterUnreachableError: ray: nothing answered at ``address`` within ``connect_timeout``.
         UnsupportedFeatureError: a combination the backend cannot do (Optuna pruners on Ray,
             schedulers off Ray, conditional or multi-objective spaces on NNI, ...).
         BackendUnavailableError: the backend's library is not installed.
