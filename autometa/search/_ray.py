@@ -45,8 +45,8 @@ whole and flushed, so a kill at any moment leaves every finished trial on record
 parameters) each trial that had started but not finished (and, with ``max_retries`` > 0, each
 failed one), and starts a fresh Tune experiment (``<study_name>-<k>``) for only those and the
 trials still missing; Tune's own saved state (``tuner.pkl``, searcher state) is never read, so
-damaged or half-written Tune files lose nothing. The searcher is seeded with ``seed`` plus the
-number of trials kept, and TPE is warm-started with their results. The progress callback given
+damaged or half-written Tune files lose nothing. The searcher of the k-th resumed segment is
+seeded with ``seed + k``, and TPE is warm-started with the kept trials' results. The progress callback given
 to Tune holds plain data only (the journal path and a key), so Tune's state stays picklable.
 Without ``out_dir`` or a local ``storage`` there is no journal and nothing to resume.
 """
@@ -538,7 +538,9 @@ def run(objective, space: SearchSpace, settings: Settings) -> BackendRun:
     to_run = len(reruns) + new
     known = set(ended) | set(unfinished)
     numbering = _Numbering(first, reruns, max(known, default=-1) + 1)
-    seed = None if settings.seed is None else settings.seed + len(kept)
+    # each segment draws from its own stream: a searcher seeded as before would propose again the
+    # parameters of the trials it re-runs (their proposals drew nothing from the seeded stream)
+    seed = None if settings.seed is None else settings.seed + segments
     name = settings.study_name if segments == 0 else f"{settings.study_name}-{segments}"
     info = {"sampler": settings.sampler, "scheduler": settings.scheduler, "seed": settings.seed,
             "storage": None if temporary else f"{storage_path.rstrip('/')}/{name}", "address": settings.address,

@@ -32,3 +32,19 @@ def test_reruns_keep_their_numbers_and_new_trials_follow_the_highest_known():
     assert numbering.params("2_x=0.1", {"x": 0.1}, None) == {"x": 2.0}
     random_search = _Numbering(first=0, reruns=[], next_number=0)
     assert [random_search.number(f"{i}_x=0.1") for i in range(3)] == [0, 1, 2]
+
+
+def test_resuming_interrupted_trials_reruns_them_and_proposes_no_parameters_twice(local_ray, tmp_path):
+    import autometa.search
+
+    space = {"x": {"float": [-1.0, 1.0]}}
+    fresh = autometa.search(lambda t: t.params["x"] ** 2, space, backend="ray", n_trials=2, sampler="random", seed=0)
+    journal = Journal(tmp_path / "ray_trials.jsonl")  # a sweep killed while its first two trials ran
+    journal.append({"event": "segment", "name": "autometa"})
+    for t in fresh.trials:
+        journal.append({"event": "start", "number": t.number, "params": t.params})
+    result = autometa.search(lambda t: t.params["x"] ** 2, space, backend="ray", n_trials=4, sampler="random",
+                             seed=0, out_dir=tmp_path, resume=True)
+    assert [t.number for t in result.trials] == [0, 1, 2, 3] and all(t.state == "complete" for t in result.trials)
+    assert [t.params for t in result.trials[:2]] == [t.params for t in fresh.trials]  # re-run as they were
+    assert len({t.params["x"] for t in result.trials}) == 4, [t.params for t in result.trials]
