@@ -1,7 +1,8 @@
 """Fault injection: `autometa sweep` (Optuna and Ray) killed with SIGKILL at random moments, then resumed.
 
 For each backend, SWEEPS sweeps of TRIALS trials of a tiny sinusoid config are started from the
-CLI; each is killed (kill -9 of the driver only) KILLS times at a random moment, then resumed
+CLI; each is killed (kill -9 of the driver only) KILLS times at a random moment (once a random
+number of trials have finished, plus a random delay of up to 3 s), then resumed
 with --resume until it finishes. Recorded per sweep: the trials finished at each kill, the final
 trials, trials lost (finished before a kill but missing or changed afterwards), duplicated (a
 finished trial that ran again: same parameters completed twice, or a number that ended twice in
@@ -36,7 +37,7 @@ CONFIG = {
             "log_every": 10, "threads": 1, "progress": False},
 }
 SPACE = {"learner.inner_lr": {"float": [1e-3, 0.05], "log": True}}
-KILL_WINDOW_S = {"optuna": (3.0, 30.0), "ray": (5.0, 60.0)}
+KILL_EXTRA_S = 3.0
 
 
 def owner_tokens() -> set[str]:
@@ -96,12 +97,21 @@ def one_sweep(backend: str, index: int, trials: int, kills: int, rng: random.Ran
         driver = subprocess.Popen(command + resume, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
                                   start_new_session=True)
         if attempt < kills:
-            delay = rng.uniform(*KILL_WINDOW_S[backend])
-            processes, t0 = {}, time.time()
-            while time.time() - t0 < delay and driver.poll() is None:
-                for token in owner_tokens() - before:
-                    processes.update(family(token, {driver.pid}))
+            # a random moment: once a random number of trials (0 to all but one) have finished,
+            # plus a random extra delay, so that kills fall during Ray's start, trials and writes
+            wait_for = rng.randint(0, trials - 1)
+            extra = rng.uniform(0.0, KILL_EXTRA_S)
+            processes, t0, fired = {}, time.time(), None
+            while driver.poll() is None and time.time() - t0 < 900:
+                if backend == "ray":  # Optuna starts no process; other jobs' Ray must not be counted
+                    for token in owner_tokens() - before:
+                        processes.update(family(token, {driver.pid}))
+                if fired is None and len(finished_now(backend, out)) >= wait_for:
+                    fired = time.time()
+                if fired is not None and time.time() - fired >= extra:
+                    break
                 time.sleep(0.2)
+            delay = time.time() - t0
             if driver.poll() is None:
                 finished = finished_now(backend, out)
                 driver.send_signal(signal.SIGKILL)
@@ -113,7 +123,8 @@ def one_sweep(backend: str, index: int, trials: int, kills: int, rng: random.Ran
                     time.sleep(0.5)
                 left = len(_alive(processes))
                 left_after_kills.append(left)
-                events.append({"kill_after_s": round(delay, 2), "finished_at_kill": len(finished),
+                events.append({"kill_after_s": round(delay, 2), "waited_for_finished": wait_for,
+                               "extra_delay_s": round(extra, 2), "finished_at_kill": len(finished),
                                "ray_processes_seen": len(processes), "left_30s_after_kill": left})
                 attempt += 1
                 continue
