@@ -465,6 +465,13 @@ def _probe(address: str, timeout: float) -> None:
 def init_ray(settings: Settings) -> LocalRay | bool:
     """Start or join Ray unless it is running: a :class:`LocalRay`, True (joined a cluster) or False."""
     if ray.is_initialized():
+        if settings.address is not None and settings.address != "auto":
+            _probe(settings.address, settings.connect_timeout)
+            current = ray.get_runtime_context().gcs_address
+            if current != settings.address:
+                raise ConfigError(
+                    f"This process is already connected to Ray at {current}, not at address={settings.address!r}. "
+                    f"Call ray.shutdown() first to join {settings.address}, or drop address to use the running Ray.")
         return False
     if settings.address is None:
         return start_local_ray(settings.num_cpus)

@@ -134,3 +134,19 @@ def test_an_address_where_nothing_answers_fails_within_the_timeout(tmp_path):
                                            "--connect-timeout", "5")[3:])
     with pytest.raises(ClusterUnreachableError, match="No Ray cluster answered at 127.0.0.1:1 within 5 s"):
         args.func(args)
+
+
+def test_an_address_is_not_ignored_when_this_process_already_runs_a_ray(local_ray):
+    import autometa.search
+    from autometa.errors import ConfigError
+
+    with pytest.raises(ClusterUnreachableError, match="127.0.0.1:1"):
+        autometa.search(lambda t: 0.0, SPACE, backend="ray", n_trials=1, address="127.0.0.1:1", connect_timeout=5)
+    gcs = local_ray.get_runtime_context().gcs_address
+    other = f"127.0.0.1:{int(gcs.rsplit(':', 1)[1]) + 1}"
+    try:
+        autometa.search(lambda t: 0.0, SPACE, backend="ray", n_trials=1, address=other, connect_timeout=5)
+    except (ClusterUnreachableError, ConfigError) as exc:
+        assert other in str(exc)
+    else:
+        raise AssertionError("a search with another cluster's address ran on this process's Ray")
