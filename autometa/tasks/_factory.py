@@ -8,6 +8,7 @@ from autometa.tasks._attributes import seven_segment_mnist
 from autometa.tasks._base import TaskDistribution
 from autometa.tasks._classification import FewShotClassification, omniglot_splits, split_classes
 from autometa.tasks._regression import RandomQuadratics, Sinusoid
+from autometa.tasks._supervised import supervised_tasks
 
 SPLITS = ("train", "val", "test")
 _CACHE: dict = {}
@@ -31,7 +32,10 @@ def make_tasks(spec: dict, split: str) -> TaskDistribution:
     ``train_shots``, ``train_queries`` (e.g. ProtoNet's 60-way training), ``scheme``
     (Omniglot: ``vinyals`` or ``lake``), ``rotations``, ``root``, ``image_size``,
     ``val_classes``, ``split_seed``; for image datasets other than Omniglot, ``classes``:
-    ``{train: n, val: n, test: n}`` class counts of a seeded class split.
+    ``{train: n, val: n, test: n}`` class counts of a seeded class split. ``supervised``
+    (plain supervised problems, :class:`~autometa.tasks.SupervisedClassification`) takes
+    ``dataset``, ``ways``, ``train_size``, ``test_size`` and ``examples``: ``{train: 0.6, ...}``
+    fractions of a seeded split of the examples.
     """
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {SPLITS}. Got {split!r}.")
@@ -48,6 +52,10 @@ def make_tasks(spec: dict, split: str) -> TaskDistribution:
         return RandomQuadratics(dim=spec.get("dim", 10))
     if name == "seven_segment_mnist":  # zero-shot: classes given by meta-data vectors
         return seven_segment_mnist(split, get("ways"), get("queries", 15), spec.get("root"))
+    if name == "supervised":
+        data = _dataset(spec.get("dataset", "digits"), spec.get("root"), spec.get("image_size"))
+        return supervised_tasks(data, split, spec.get("ways"), spec.get("train_size", 50), spec.get("test_size", 100),
+                                spec.get("examples"), spec.get("split_seed", 1))
     if name in ("omniglot", "mnist", "fashion_mnist", "digits"):
         data = _dataset(name, spec.get("root"), spec.get("image_size"))
         seed = spec.get("split_seed", 1)
@@ -67,5 +75,5 @@ def make_tasks(spec: dict, split: str) -> TaskDistribution:
                                      get("queries", 15), rotations, name=f"{name}/{split}")
     raise ConfigError(
         f"Unknown task family {name!r}. Choose one of sinusoid, quadratic, omniglot, mnist, "
-        f"fashion_mnist, digits, seven_segment_mnist."
+        f"fashion_mnist, digits, seven_segment_mnist, supervised."
     )
