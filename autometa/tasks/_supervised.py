@@ -29,9 +29,10 @@ def split_examples(labels: np.ndarray, fractions: dict[str, float], seed: int) -
     parts: dict[str, list] = {name: [] for name in fractions}
     for label in np.unique(labels):
         index = rng.permutation(np.flatnonzero(labels == label))
-        start = 0
+        start, cumulative = 0, 0.0
         for name, fraction in fractions.items():
-            stop = start + int(round(fraction * len(index)))
+            cumulative += fraction  # rounding the running total: fractions summing to 1 use every example
+            stop = int(round(cumulative * len(index)))
             parts[name].append(index[start:stop])
             start = stop
     return {name: np.sort(np.concatenate(chunks)) for name, chunks in parts.items()}

@@ -69,7 +69,7 @@ class LearnedLoss(Loss):
         sizes = [2, *self.hidden, 1]
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
-            layers.append(nn.Linear(a, b))
+            layers.append(nn.utils.skip_init(nn.Linear, a, b))  # initialised below, from our generator
             if i < len(sizes) - 2:
                 layers.append(_ACTIVATIONS[activation]())
         self.net = nn.Sequential(*layers)
@@ -77,7 +77,7 @@ class LearnedLoss(Loss):
         with torch.no_grad():
             for layer in self.net:
                 if isinstance(layer, nn.Linear):
-                    # nn.Linear's default initialisation, drawn from our own generator
+                    # nn.Linear's default initialisation
                     bound = layer.in_features ** -0.5
                     layer.weight.copy_((torch.rand(layer.weight.shape, generator=generator) * 2 - 1) * bound)
                     layer.bias.copy_((torch.rand(layer.bias.shape, generator=generator) * 2 - 1) * bound)
