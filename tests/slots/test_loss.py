@@ -103,8 +103,8 @@ def test_learned_loss_is_label_permutation_equivariant():
 
 
 def test_learned_loss_rejects_bad_arguments():
-    for kwargs, name in (({"hidden": [0]}, "hidden"), ({"hidden": 50}, "hidden"), ({"activation": "gelu"}, "activation"),
-                         ({"seed": 1.5}, "seed")):
+    for kwargs, name in (({"hidden": [0]}, "hidden"), ({"hidden": 50}, "hidden"),
+                         ({"activation": "gelu"}, "activation"), ({"seed": 1.5}, "seed")):
         with pytest.raises(ConfigError, match=name) as info:
             LearnedLoss(**kwargs)
         assert isinstance(info.value, (AutometaError, ValueError))
@@ -141,7 +141,8 @@ def hand_written_outer_loss(learner, batch, weights, inner_lr, steps, kind):
             grads = torch.autograd.grad(inner, list(params.values()), create_graph=True)
             params = {k: v - inner_lr * g for (k, v), g in zip(params.items(), grads)}
         out = torch.func.functional_call(learner.model, params, (batch.query_x[i],))
-        query = F.cross_entropy(out, batch.query_y[i]) if kind == "classification" else F.mse_loss(out, batch.query_y[i])
+        target = batch.query_y[i]
+        query = F.cross_entropy(out, target) if kind == "classification" else F.mse_loss(out, target)
         total = total + query
     return total / len(batch)
 
