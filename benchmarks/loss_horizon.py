@@ -149,6 +149,9 @@ def plot(result: dict, path: Path) -> None:
                         linestyle="-" if row["kind"] == "learned" else "--")
         ax.axvline(comp["trained_steps"], color="grey", linewidth=0.8)
         ax.set_xscale("log")
+        steps = [f * comp["trained_steps"] for f in result["factors"]]
+        ax.set_xticks(steps, [str(s) for s in steps])
+        ax.minorticks_off()
         ax.set_xlabel("inner steps at test (grey: the unrolled steps of meta-training)")
         ax.set_ylabel(f"test {comp['metric']}{' (%)' if scale == 100 else ''}")
         ax.set_title(comp["name"])
