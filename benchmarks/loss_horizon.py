@@ -27,9 +27,10 @@ import numpy as np
 import torch
 import yaml
 
+from autometa.compare._stats import paired_difference
 from autometa.experiment._config import load_config
 from autometa.experiment._run import build_experiment, evaluate, load_checkpoint
-from autometa.experiment._stats import format_ci, mean_ci, paired_difference
+from autometa.experiment._stats import format_ci, mean_ci
 
 _CACHE: dict[str, tuple[dict, str]] = {}
 

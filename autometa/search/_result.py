@@ -242,6 +242,7 @@ class SearchResult:
         if xs:
             ax.step(xs, ys, where="post", color="black", label="best so far")
         ax.set_xlabel("trial")
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))  # trials are whole numbers
         ax.set_ylabel(f"{self.metric_names[objective]} ({self.directions[objective]})")
         ax.set_title(f"Optimization history ({self.backend})")
         ax.legend()

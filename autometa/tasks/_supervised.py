@@ -108,14 +108,20 @@ class SupervisedClassification(TaskDistribution):
                          {"classes": self._classes[pick], "class_index": pick})
 
 
-def supervised_tasks(data: ArrayDataset, split: str, ways: int | None, train_size: int, test_size: int,
-                     fractions: dict[str, float] | None = None, seed: int = 1) -> SupervisedClassification:
-    """The ``split`` of a supervised task family over ``data`` (examples split by ``fractions``).
+def supervised_tasks(data: ArrayDataset, split: str, ways: int | None = None, train_size: int = 50,
+                     test_size: int = 100, examples: dict[str, float] | None = None,
+                     split_seed: int = 1) -> SupervisedClassification:
+    """The ``split`` of a supervised task family over ``data``.
+
+    Args:
+        examples: fractions of every class's examples in each split (default 0.6/0.2/0.2).
+        split_seed: seeds the split of the examples.
+        ways, train_size, test_size: see :class:`SupervisedClassification`.
 
     Raises:
         TaskSpecError: bad fractions or a split that cannot hold a task.
     """
-    fractions = dict(fractions or {"train": 0.6, "val": 0.2, "test": 0.2})
+    fractions = dict(examples or {"train": 0.6, "val": 0.2, "test": 0.2})
     bad = [k for k, v in fractions.items() if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0]
     if bad or sum(fractions.values()) > 1 + 1e-9 or set(fractions) - {"train", "val", "test"}:
         raise TaskSpecError(f"tasks.examples must map train/val/test to fractions >= 0 summing to at most 1. "
@@ -124,5 +130,5 @@ def supervised_tasks(data: ArrayDataset, split: str, ways: int | None, train_siz
         raise TaskSpecError(f"The {split!r} split of the supervised {data.name} tasks has no examples "
                             f"(tasks.examples={fractions}); give it a fraction, or set run.validate_every=0 "
                             f"to train without validation.")
-    indices = split_examples(np.asarray(data.y), fractions, seed)[split]
+    indices = split_examples(np.asarray(data.y), fractions, split_seed)[split]
     return SupervisedClassification(data, indices, ways, train_size, test_size, name=f"{data.name}/{split}")

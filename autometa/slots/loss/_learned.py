@@ -95,7 +95,9 @@ class LearnedLoss(Loss):
 
     def loss(self, outputs, targets, meta=None):
         meta = self.resolve(meta)
-        params = {k[4:]: v for k, v in meta.items() if k.startswith("net.")}
+        # computed in the outputs' dtype (a float64 model with float32 loss weights, e.g. in gradient checks);
+        # the cast is differentiable, so the meta-gradient still reaches ``meta``
+        params = {k[4:]: v.to(outputs.dtype) for k, v in meta.items() if k.startswith("net.")}
         if not params:
             raise ConfigError("LearnedLoss.loss got meta-parameters without its network's weights "
                               f"(net.*). Got keys {sorted(meta)}; pass this filler's meta_params().")
