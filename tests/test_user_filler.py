@@ -24,9 +24,16 @@ CONFIG = {
 
 @pytest.fixture(scope="module")
 def example():
-    from autometa._plugins import load_plugin
+    """The example imported as a plugin; autometa's registries are restored afterwards."""
+    from autometa import _plugins
+    from autometa.slots import FILLERS
 
-    return load_plugin(EXAMPLE)
+    saved_fillers, saved_loaded = dict(FILLERS["optimizer"]), dict(_plugins._LOADED)
+    yield _plugins.load_plugin(EXAMPLE)
+    FILLERS["optimizer"].clear()
+    FILLERS["optimizer"].update(saved_fillers)
+    _plugins._LOADED.clear()
+    _plugins._LOADED.update(saved_loaded)
 
 
 @pytest.fixture
@@ -35,7 +42,8 @@ def unregistered(monkeypatch):
     from autometa import _plugins
     from autometa.slots import FILLERS
 
-    monkeypatch.delitem(FILLERS["optimizer"], "clipped_sgd", raising=False)
+    # fresh copies: what the command registers is dropped after the test, so other tests never see it
+    monkeypatch.setitem(FILLERS, "optimizer", {k: v for k, v in FILLERS["optimizer"].items() if k != "clipped_sgd"})
     monkeypatch.setattr(_plugins, "_LOADED", {})
 
 

@@ -71,11 +71,10 @@ def run_job(job: dict, plugins: list[str] = ()) -> dict:
 
 
 def _tune(job: dict, out: Path, wall_start: float, start_rss_mb: float) -> dict:
-    import optuna
-
     from autometa.search import search
+    from autometa.search._optuna import quiet_logging
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial would break the progress bar
+    quiet_logging()  # a line per trial would break the progress bar
     result = search(job["config"], job["space"], backend="optuna", n_trials=job["trials"], seed=0, out_dir=out,
                     metric=job.get("metric"))
     tuned = {"params": dict(result.best_params), "value": result.best_value, "trials": len(result.trials),

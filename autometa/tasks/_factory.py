@@ -16,10 +16,11 @@ from autometa.tasks._base import TaskDistribution
 from autometa.tasks._classification import FewShotClassification, omniglot_splits, split_classes
 from autometa.tasks._l2o import MLPFamily, QuadraticFamily
 from autometa.tasks._regression import RandomQuadratics, Sinusoid
+from autometa.tasks._supervised import supervised_tasks
 
 SPLITS = ("train", "val", "test")
 IMAGE_FAMILIES = ("omniglot", "mnist", "fashion_mnist", "digits")
-FAMILIES = ("sinusoid", "quadratic", "seven_segment_mnist", *IMAGE_FAMILIES, "l2o_quadratic", "l2o_mlp")
+FAMILIES = ("sinusoid", "quadratic", "seven_segment_mnist", *IMAGE_FAMILIES, "supervised", "l2o_quadratic", "l2o_mlp")
 # keys that may be given per split as train_<key> (e.g. ProtoNet's 60-way training)
 _PER_SPLIT = ("ways", "shots", "queries")
 # default rotations (quarter turns) per split; Lake et al. evaluate on unrotated characters
@@ -53,6 +54,8 @@ def _accepted(name: str) -> tuple:
         return QuadraticFamily, (), ()
     if name == "l2o_mlp":
         return MLPFamily, ("dataset", "name"), ("dataset", "root", "held_out")
+    if name == "supervised":
+        return supervised_tasks, ("data", "split"), ("dataset", "root", "image_size")
     extra = ("root", "split_seed", "ways", "shots", "queries", *train_keys)
     extra += ("scheme", "val_classes", "image_size") if name == "omniglot" else ("classes",)
     return FewShotClassification, ("dataset", "classes", "name", *_PER_SPLIT), extra
@@ -116,7 +119,11 @@ def make_tasks(spec: dict, split: str) -> TaskDistribution:
     Omniglot ``scheme`` (``vinyals``: rotations in every split by default; ``lake``: Lake et
     al.'s background/evaluation alphabets, rotations only in training by default),
     ``val_classes``, ``image_size``; for the other image datasets ``classes``:
-    ``{train: n, val: n, test: n}`` class counts of a seeded class split.
+    ``{train: n, val: n, test: n}`` class counts of a seeded class split. ``supervised``
+    (plain supervised problems, :class:`~autometa.tasks.SupervisedClassification`) takes
+    ``dataset`` (one of the image datasets), ``ways``, ``train_size``, ``test_size``,
+    ``examples`` (``{train: 0.6, val: 0.2, test: 0.2}`` fractions of a seeded split of the
+    examples) and ``split_seed``.
 
     Raises:
         ConfigError: an unknown family or key (with a suggestion), or a bad ``rotations``.
@@ -147,6 +154,13 @@ def make_tasks(spec: dict, split: str) -> TaskDistribution:
         data = _CACHE[key]
         return MLPFamily(data, steps=spec.get("steps", 100), batch_size=spec.get("batch_size", 128),
                          queries=spec.get("queries", 256), name=f"{spec.get('dataset', 'mnist')}/{split}")
+    if name == "supervised":
+        dataset = spec.pop("dataset", "digits")
+        if dataset not in IMAGE_FAMILIES:
+            raise ConfigError(f"tasks.dataset of the supervised family must be one of {', '.join(IMAGE_FAMILIES)}"
+                              f"{did_you_mean(str(dataset), IMAGE_FAMILIES)}. Got {dataset!r}.")
+        data = _dataset(dataset, spec.pop("root", None), spec.pop("image_size", None))
+        return supervised_tasks(data, split, **spec)
     if name == "seven_segment_mnist":  # zero-shot: classes given by meta-data vectors
         extra = {"test_digits": spec["test_digits"]} if "test_digits" in spec else {}
         return seven_segment_mnist(split, get("ways"), get("queries", 15), spec.get("root"), **extra)

@@ -37,6 +37,17 @@ CASES = {
                                   lambda o, t: F.cross_entropy(o, t, reduction="none", label_smoothing=0.2)),
     ("loss", "focal"): ({"gamma": 2.0}, _focal),
     ("loss", "mse"): ({}, lambda o, t: ((o - t) ** 2).mean(-1)),
+    ("loss", "learned"): ({"hidden": [8]}, None),
+    # the weighting slot and GCE: references and planted-bug tests in tests/slots/test_weighting.py
+    ("loss", "generalized_cross_entropy"): ({"q": 0.7}, None),
+    ("weighting", "uniform"): ({}, None),
+    ("weighting", "meta_weight_net"): ({"hidden": 8}, None),
+    ("weighting", "l2rw"): ({}, None),
+    # the reward slot: references and planted-bug tests in tests/slots/test_reward.py
+    ("reward", "extrinsic"): ({}, None),
+    ("reward", "count_bonus"): ({"observation_dim": 4}, None),
+    ("reward", "reward_net"): ({"observation_dim": 4, "num_actions": 2, "hidden": 8}, None),
+    ("reward", "frozen_reward_net"): ({"observation_dim": 4, "num_actions": 2, "hidden": 8}, None),
 }
 
 
