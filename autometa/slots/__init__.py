@@ -10,7 +10,8 @@ Slots: ``optimizer`` (:mod:`autometa.slots.optimizer`), ``loss`` (:mod:`autometa
 A filler written outside autometa is registered with :func:`register_filler`.
 """
 
-from autometa.slots import loss, optimizer
+from autometa.slots import architecture, loss, optimizer
 from autometa.slots._base import FILLERS, SLOTS, Filler, build_filler, register_filler, registered_name
 
-__all__ = ["FILLERS", "SLOTS", "Filler", "build_filler", "loss", "optimizer", "register_filler", "registered_name"]
+__all__ = ["FILLERS", "SLOTS", "Filler", "architecture", "build_filler", "loss", "optimizer", "register_filler",
+           "registered_name"]
