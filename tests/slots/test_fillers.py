@@ -36,6 +36,15 @@ CASES = {
                                   lambda o, t: F.cross_entropy(o, t, reduction="none", label_smoothing=0.2)),
     ("loss", "focal"): ({"gamma": 2.0}, _focal),
     ("loss", "mse"): ({}, lambda o, t: ((o - t) ** 2).mean(-1)),
+    # architecture slot: tiny networks (tests/slots/test_architecture.py has the slot's own tests)
+    ("architecture", "darts"): ({"primitives": "reduced", "init_channels": 2, "layers": 3}, None),
+    ("architecture", "random"): ({"seed": 3, "init_channels": 2, "layers": 3}, None),
+    ("architecture", "genotype"): ({"genotype": {"normal": [["sep_conv_3x3", 0], ["skip_connect", 1]] * 4,
+                                                 "reduce": [["max_pool_3x3", 0], ["dil_conv_3x3", 1]] * 4},
+                                    "init_channels": 2, "layers": 3}, None),
+    ("architecture", "sep_conv_cell"): ({"init_channels": 2, "layers": 3}, None),
+    ("architecture", "resnet_cell"): ({"init_channels": 2, "layers": 3}, None),
+    ("architecture", "conv4"): ({"hidden": 4, "blocks": 2}, None),
 }
 
 

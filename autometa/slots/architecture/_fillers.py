@@ -227,6 +227,9 @@ class Conv4Architecture(ArchitectureFiller):
 
     def derived_network(self, in_shape, num_classes, seed=0):
         channels, height, width = _image_shape(in_shape)
+        if min(height, width) < 2 ** self.blocks:
+            raise ConfigError(f"Conv4Architecture with {self.blocks} max-pooled blocks needs images of at least "
+                              f"{2 ** self.blocks}x{2 ** self.blocks}. Got {height}x{width}; use fewer `blocks`.")
         with seeded(seed):
             return Conv4(channels, num_classes, hidden=self.hidden, image_size=min(height, width), blocks=self.blocks)
 
@@ -253,6 +256,8 @@ class DARTS(ArchitectureFiller):
             skip connections); ``"aux_skip"`` (DARTS-: an auxiliary skip on every stride-1 edge of the
             normal cell, its weight decayed linearly from 1 to 0 over the search).
         max_skips: the early-stop threshold (2).
+        hvp_eps: the finite-difference radius, ε = hvp_eps / ||∇w' L_val|| (0.01 in the reference
+            code; coarse for small batch-normalised networks, where 1e-4 or ``hessian="exact"`` is safer).
         seed: initialises α (N(0, 1e-3²), as the reference code) and the supernet's weights.
 
     References: Liu, Simonyan & Yang, "DARTS: Differentiable Architecture Search", ICLR 2019;
@@ -275,7 +280,7 @@ class DARTS(ArchitectureFiller):
                  lr: float = 0.025, lr_min: float = 0.001, momentum: float = 0.9, weight_decay: float = 3e-4,
                  grad_clip: float = 5.0, arch_lr: float = 3e-4, arch_betas=(0.5, 0.999),
                  arch_weight_decay: float = 1e-3, batch_size: int = 64, epochs: int = 50, remedy: str = "none",
-                 max_skips: int = 2, seed: int = 0):
+                 max_skips: int = 2, hvp_eps: float = 0.01, seed: int = 0):
         super().__init__()
         owner = "DARTS"
         self._primitives = resolve_primitives(owner, primitives)
@@ -294,7 +299,7 @@ class DARTS(ArchitectureFiller):
                                      ("remedy", remedy, self.REMEDIES)):
             if value not in choices:
                 raise ConfigError(f"The `{name}` of DARTS must be one of {list(choices)}. Got {value!r}.")
-        for name, value in (("lr", lr), ("lr_min", lr_min), ("arch_lr", arch_lr)):
+        for name, value in (("lr", lr), ("lr_min", lr_min), ("arch_lr", arch_lr), ("hvp_eps", hvp_eps)):
             _positive(owner, name, value)
         for name, value in (("momentum", momentum), ("weight_decay", weight_decay), ("grad_clip", grad_clip),
                             ("arch_weight_decay", arch_weight_decay)):
@@ -309,7 +314,7 @@ class DARTS(ArchitectureFiller):
         self.lr, self.lr_min, self.momentum, self.weight_decay = lr, lr_min, momentum, weight_decay
         self.grad_clip, self.arch_lr, self.arch_betas = grad_clip, arch_lr, tuple(arch_betas)
         self.arch_weight_decay, self.batch_size, self.epochs = arch_weight_decay, batch_size, epochs
-        self.remedy, self.max_skips, self.seed = remedy, max_skips, seed
+        self.remedy, self.max_skips, self.hvp_eps, self.seed = remedy, max_skips, hvp_eps, seed
         g = torch.Generator().manual_seed(seed)
         shape = (num_edges(steps), len(self._primitives))
         self.normal = nn.Parameter(1e-3 * torch.randn(shape, generator=g))
