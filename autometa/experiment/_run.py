@@ -212,6 +212,10 @@ def run_experiment(config: dict | str, out_dir: str | os.PathLike | None = None,
             ``resume`` is False.
         CheckpointError: ``resume`` with a missing, damaged or mismatching checkpoint.
     """
+    from autometa.experiment._architecture import is_architecture_config, run_architecture
+
+    if is_architecture_config(config):  # `kind: architecture`: search/retrain/test, not meta-training
+        return run_architecture(config, out_dir, resume=resume, overrides=overrides)
     wall_start = time.perf_counter()
     config = load_config(config, overrides)
     run, outer = config["run"], config["outer"]

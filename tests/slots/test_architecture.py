@@ -390,3 +390,32 @@ def test_bad_search_input_is_refused():
         search(_tiny(), torch.randn(16, 64), torch.zeros(16, dtype=torch.long))
     with pytest.raises(ConfigError, match="Unknown architecture filler"):
         build_filler("architecture", "dart")
+
+
+# --- the smoke tier: `autometa run` on an architecture study -------------------------------------------------
+
+def test_smoke_autometa_run_searches_retrains_and_tests_on_fashion_mnist(tmp_path):
+    from autometa.experiment import run_experiment
+
+    results = run_experiment("experiments/darts_fashion_mnist_smoke.yaml", tmp_path / "run")
+    assert results["search"]["steps"] == 2 and results["retrain"]["steps"] == 2
+    assert results["test"]["accuracy"]["n"] == 100 and 0 <= results["test"]["accuracy"]["mean"] <= 1
+    for name in ("results.json", "metrics.jsonl", "genotype.yaml", "normal.png", "reduce.png", "alphas.pt",
+                 "config.yaml"):
+        assert (tmp_path / "run" / name).is_file(), name
+    _check_derived(load_genotype(tmp_path / "run" / "genotype.yaml"))
+    phases = [line.split('"phase": "')[1].split('"')[0] for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert phases == ["search", "retrain"]
+
+
+def test_architecture_configs_are_validated_as_a_whole(tmp_path):
+    from autometa.experiment._architecture import load_architecture_config
+
+    with pytest.raises(ConfigError) as info:
+        load_architecture_config({"kind": "architecture", "data": {"name": "cifar", "search_image": 10},
+                                  "architecture": {"name": "darts", "order": "third"}, "retrain": {"epoch": 1}})
+    message = str(info.value)
+    for part in ("data.name", "search_image", "did you mean 'search_images'", "order", "retrain.epoch"):
+        assert part in message
+    for order in ("first", "second"):
+        load_architecture_config(f"experiments/darts_fashion_mnist_{order}_order.yaml")

@@ -27,7 +27,8 @@ from autometa.errors import ConfigError, NumericalError
 def train_network(filler, x: Tensor, y: Tensor, test_x: Tensor, test_y: Tensor, *, epochs: int = 10,
                   batch_size: int = 64, lr: float = 0.025, momentum: float = 0.9, weight_decay: float = 3e-4,
                   grad_clip: float = 5.0, max_steps: int | None = None, eval_batch: int = 500, seed: int = 0,
-                  num_classes: int | None = None, log: Callable[[dict], None] | None = None) -> dict:
+                  num_classes: int | None = None, per_example: bool = False,
+                  log: Callable[[dict], None] | None = None) -> dict:
     """Train ``filler.derived_network(...)`` from scratch on ``(x, y)``; test it on ``(test_x, test_y)``.
 
     Args:
@@ -35,6 +36,7 @@ def train_network(filler, x: Tensor, y: Tensor, test_x: Tensor, test_y: Tensor, 
         epochs, batch_size, lr, momentum, weight_decay, grad_clip: the shared protocol.
         max_steps: stop after this many steps in all (a budget; ``None``: ``epochs`` full epochs).
         seed: the weights' initialisation and the batch order.
+        per_example: also return ``correct`` and ``losses``, one value per test image (for CIs).
 
     Returns:
         ``{"test_accuracy", "test_loss", "train_loss" (last epoch's mean), "steps", "cpu_s",
@@ -81,17 +83,22 @@ def train_network(filler, x: Tensor, y: Tensor, test_x: Tensor, test_y: Tensor, 
         train_loss = sums / max(count, 1)
         if log is not None:
             log({"epoch": epoch, "train_loss": train_loss, "steps": steps})
-    test = evaluate_network(network, test_x, test_y, eval_batch)
+    test = evaluate_network(network, test_x, test_y, eval_batch, per_example)
     return {**test, "train_loss": train_loss, "steps": steps, "cpu_s": time.process_time() - start,
             "parameters": sum(p.numel() for p in network.parameters())}
 
 
 @torch.no_grad()
-def evaluate_network(network: nn.Module, x: Tensor, y: Tensor, batch: int = 500) -> dict[str, float]:
-    """Accuracy and mean cross-entropy of ``network`` on ``(x, y)``, in batches (batch statistics)."""
-    correct, loss = 0, 0.0
+def evaluate_network(network: nn.Module, x: Tensor, y: Tensor, batch: int = 500, per_example: bool = False) -> dict:
+    """Accuracy and mean cross-entropy of ``network`` on ``(x, y)``, in batches (batch statistics);
+    with ``per_example``, also the lists ``correct`` (0/1) and ``losses``, one entry per image."""
+    correct, losses = [], []
     for i in range(0, len(x), batch):
         logits = network(x[i:i + batch])
-        correct += (logits.argmax(-1) == y[i:i + batch]).sum().item()
-        loss += F.cross_entropy(logits, y[i:i + batch], reduction="sum").item()
-    return {"test_accuracy": correct / len(x), "test_loss": loss / len(x)}
+        correct.append((logits.argmax(-1) == y[i:i + batch]).double())
+        losses.append(F.cross_entropy(logits, y[i:i + batch], reduction="none").double())
+    correct_t, losses_t = torch.cat(correct), torch.cat(losses)
+    out = {"test_accuracy": correct_t.mean().item(), "test_loss": losses_t.mean().item()}
+    if per_example:
+        out.update(correct=correct_t.tolist(), losses=losses_t.tolist())
+    return out
