@@ -75,7 +75,16 @@ def build_experiment(config: dict) -> Experiment:
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(config["seed"])
-                model = build_net(config["model"], train.input_shape, train.num_outputs if head else None)
+                if "architecture" in config["model"]:  # a filler of the architecture slot as the network
+                    from autometa.slots import build_filler
+
+                    if set(config["model"]) != {"architecture"}:
+                        raise ConfigError(f"model.architecture names the whole network; drop the other model keys "
+                                          f"{sorted(set(config['model']) - {'architecture'})}.")
+                    model = build_filler("architecture", config["model"]["architecture"]).derived_network(
+                        train.input_shape, train.num_outputs if head else None, seed=config["seed"])
+                else:
+                    model = build_net(config["model"], train.input_shape, train.num_outputs if head else None)
                 spec = dict(config["learner"])
                 if getattr(cls, "NEEDS_NUM_CLASSES", False) and train.kind == "classification":
                     spec["num_classes"] = train.num_classes

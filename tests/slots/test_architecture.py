@@ -419,3 +419,23 @@ def test_architecture_configs_are_validated_as_a_whole(tmp_path):
         assert part in message
     for order in ("first", "second"):
         load_architecture_config(f"experiments/darts_fashion_mnist_{order}_order.yaml")
+
+
+@pytest.mark.parametrize("learner", [{"name": "protonet"}, {"name": "maml", "inner_lr": 0.4, "inner_steps": 1}])
+def test_a_cell_is_the_network_of_a_few_shot_learner(learner):
+    """`model: {architecture: ...}` puts a filler's network under ProtoNet (embedding) or MAML (with a head)."""
+    from autometa.experiment import build_experiment, load_config
+
+    config = load_config({"tasks": {"name": "omniglot", "ways": 3, "shots": 1, "queries": 2},
+                          "model": {"architecture": {"name": "sep_conv_cell", "init_channels": 2, "layers": 3}},
+                          "learner": learner, "run": {"validate_every": 0}})
+    experiment = build_experiment(config)
+    network = experiment.learner.model
+    assert network.cells[0].ops[1].__class__.__name__ == "SepConv" and len(network.cells) == 3
+    assert isinstance(network.head, torch.nn.Identity) == (learner["name"] == "protonet")
+    batch = next(iter(experiment.train.episodes(2, 2, seed=0)))
+    metrics = experiment.learner.meta_backward(batch)
+    assert all(p.grad is not None for p in network.parameters())
+    assert metrics["loss"] > 0
+    with pytest.raises(ConfigError, match="drop the other model keys"):
+        build_experiment({**config, "model": {"name": "conv4", "architecture": {"name": "conv4"}}})

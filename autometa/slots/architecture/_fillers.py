@@ -202,6 +202,8 @@ class SepConvCell(CellArchitecture):
 class ResNetCell(CellArchitecture):
     """Hand-crafted, residual: every node is ``sep_conv_3x3(h) + h`` of the previous state (a chain of
     residual blocks inside the cell; the identity is strided by factorized reduction where needed).
+    The cell reads only the previous cell's output, so the ``preprocess0`` weights of its cells get
+    no gradient (kept so that every cell network has the same layout).
 
     References: He et al. 2016, "Deep Residual Learning for Image Recognition".
     """

@@ -95,12 +95,15 @@ class _Stacked(nn.Module):
         self.stem = nn.Sequential(nn.Conv2d(in_channels, stem, 3, padding=1, bias=False), BatchNorm(stem, affine=True))
         return stem
 
-    def _head(self, c_prev: int, num_classes: int) -> None:
+    def _head(self, c_prev: int, num_classes: int | None) -> None:
+        # named `head` like Conv4's, so that ANIL (which adapts `head.*`) and Pretrained find it;
+        # no classes: an embedding network (metric learners), whose output is the pooled features
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(c_prev, num_classes)
+        self.feature_dim = c_prev
+        self.head = nn.Linear(c_prev, num_classes) if num_classes else nn.Identity()
 
     def _classify(self, s1: Tensor) -> Tensor:
-        return self.classifier(self.global_pooling(s1).flatten(1))
+        return self.head(self.global_pooling(s1).flatten(1))
 
 
 class SearchNetwork(_Stacked):
@@ -204,8 +207,12 @@ class Network(_Stacked):
         self.cells = nn.ModuleList(cells)
         self._head(c_prev, num_classes)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def features(self, x: Tensor) -> Tensor:
+        """The pooled output of the last cell (what the head classifies)."""
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             s0, s1 = s1, cell(s0, s1)
-        return self._classify(s1)
+        return self.global_pooling(s1).flatten(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
