@@ -439,3 +439,16 @@ def test_a_cell_is_the_network_of_a_few_shot_learner(learner):
     assert metrics["loss"] > 0
     with pytest.raises(ConfigError, match="drop the other model keys"):
         build_experiment({**config, "model": {"name": "conv4", "architecture": {"name": "conv4"}}})
+
+
+def test_a_supernet_without_normal_cells_gives_zero_normal_gradients():
+    """layers=2: both cells reduce, so α of the normal cell is unused; gradients are zeros, not an error."""
+    darts, x, y = _tiny(layers=2).double(), *_images(8)
+    network = darts.build_network((1, 8, 8), 3).double()
+    params = {k: v.detach() for k, v in network.named_parameters()}
+    batch = (x[:4].double(), y[:4])
+    for order, hessian in (("first", "exact"), ("second", "exact"), ("second", "finite_difference")):
+        grads, _ = alpha_gradient(darts, network, params, batch, batch, 0.1, order, hessian)
+        assert torch.count_nonzero(grads["normal"]) == 0 and torch.count_nonzero(grads["reduce"]) > 0
+    value = hessian_eigenvalue(lambda m: _loss(darts, network, params, m, batch), darts.alphas(), iterations=3)
+    assert value != 0.0

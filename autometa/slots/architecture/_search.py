@@ -150,14 +150,12 @@ def alpha_gradient(filler, network: nn.Module, params: Params, train: Batch, val
     with torch.enable_grad():
         if order == "first":
             loss, _ = problem.outer_loss({k: v.detach() for k, v in params.items()}, meta)
-            grads = torch.autograd.grad(loss, [meta[k] for k in keys])
-            return dict(zip(keys, grads)), loss.detach()
+            return _grads(loss, meta, keys), loss.detach()
         if order != "second":
             raise ConfigError(f"The DARTS `order` must be 'first' or 'second'. Got {order!r}.")
         if hessian == "exact":
             loss, _ = Unrolled()(problem, meta)
-            grads = torch.autograd.grad(loss, [meta[k] for k in keys])
-            return dict(zip(keys, grads)), loss.detach()
+            return _grads(loss, meta, keys), loss.detach()
         if hessian != "finite_difference":
             raise ConfigError(f"The DARTS `hessian` must be 'exact' or 'finite_difference'. Got {hessian!r}.")
         # the paper's approximation: the virtual step as constants, the mixed term by finite differences
@@ -166,10 +164,17 @@ def alpha_gradient(filler, network: nn.Module, params: Params, train: Batch, val
         virtual, _ = problem.update(step, problem.init_state(start, meta), start, meta)
         virtual = {k: v.detach().requires_grad_(True) for k, v in virtual.items()}
         loss, _ = problem.outer_loss(virtual, meta)
-        found = torch.autograd.grad(loss, [meta[k] for k in keys] + list(virtual.values()))
+        found = torch.autograd.grad(loss, [meta[k] for k in keys] + list(virtual.values()), allow_unused=True)
+        found = [torch.zeros_like(v) if g is None else g for v, g in zip([*meta.values(), *virtual.values()], found)]
     direct, vector = dict(zip(keys, found[:len(keys)])), dict(zip(virtual, found[len(keys):]))
     implicit = finite_difference_hvp(problem.inner_loss, start, meta, vector, r)
     return {k: direct[k] - lr * implicit[k] for k in keys}, loss.detach()
+
+
+def _grads(loss: Tensor, meta: dict[str, Tensor], keys: list[str]) -> dict[str, Tensor]:
+    """``∂loss/∂meta``; zeros for a kind of cell the network does not have (``layers`` < 3: no normal cell)."""
+    found = torch.autograd.grad(loss, [meta[k] for k in keys], allow_unused=True)
+    return {k: torch.zeros_like(meta[k]) if g is None else g for k, g in zip(keys, found)}
 
 
 def hessian_eigenvalue(loss: Callable[[dict[str, Tensor]], Tensor], meta: dict[str, Tensor], iterations: int = 20,
@@ -183,14 +188,19 @@ def hessian_eigenvalue(loss: Callable[[dict[str, Tensor]], Tensor], meta: dict[s
     keys = list(meta)
     leaves = [meta[k].detach().requires_grad_(True) for k in keys]
     with torch.enable_grad():
-        grads = torch.autograd.grad(loss(dict(zip(keys, leaves))), leaves, create_graph=True)
+        grads = torch.autograd.grad(loss(dict(zip(keys, leaves))), leaves, create_graph=True, allow_unused=True)
+    used = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+    if not used:
+        return 0.0  # the loss is linear in (or independent of) meta
+    grads, leaves = [grads[i] for i in used], [leaves[i] for i in used]
     g = torch.Generator().manual_seed(seed)
     v = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in leaves]
     norm = torch.sqrt(sum((x ** 2).sum() for x in v))
     v = [x / norm for x in v]
     value = 0.0
     for i in range(iterations):
-        hv = torch.autograd.grad(grads, leaves, grad_outputs=v, retain_graph=True)
+        hv = torch.autograd.grad(grads, leaves, grad_outputs=v, retain_graph=True, allow_unused=True)
+        hv = [torch.zeros_like(p) if h is None else h for p, h in zip(leaves, hv)]
         new = sum((a * b).sum() for a, b in zip(hv, v)).item()
         norm = torch.sqrt(sum((x ** 2).sum() for x in hv))
         if norm == 0:
