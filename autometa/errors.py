@@ -44,6 +44,10 @@ class ResultsDirError(AutometaError, FileExistsError):
     """A results directory belongs to another command, or holds results that would be overwritten."""
 
 
+class ClusterUnreachableError(AutometaError, ConnectionError):
+    """A cluster (Ray's ``--address``) did not answer within the connection timeout."""
+
+
 class NumericalError(AutometaError, FloatingPointError):
     """A computation produced NaN or inf."""
 

@@ -26,8 +26,9 @@ import time
 
 import torch
 
+from autometa.compare._stats import paired_difference
 from autometa.experiment._architecture import _images
-from autometa.experiment._stats import mean_ci, paired_difference
+from autometa.experiment._stats import mean_ci
 from autometa.search import search as search_api
 from autometa.slots.architecture import (
     DARTS,

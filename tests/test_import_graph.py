@@ -86,7 +86,8 @@ def test_heavy_libraries_only_inside_the_backend_modules():
     for path in files():
         rel = path.relative_to(ROOT).as_posix()
         for module, line in imports(path, top_level_only=False):
-            if module.split(".")[0] in HEAVY and rel not in BACKEND_MODULES:
+            # autometa.testing drives the backends from the outside (check_backend starts a local Ray)
+            if module.split(".")[0] in HEAVY and rel not in BACKEND_MODULES and not rel.startswith("testing/"):
                 problems.append(f"{rel}:{line} imports {module.split('.')[0]} outside the backend modules")
     assert not problems, "\n".join(problems)
 

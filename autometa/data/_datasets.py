@@ -85,6 +85,19 @@ def _load_npz(filename: str, root, how_to_get: str, keys: list[str],
         ) from exc
 
 
+def _check_arrays(path: str, key: str, array: np.ndarray, ndim: int, expected: str, how_to_get: str,
+                  length: int | None = None) -> None:
+    """Raise :class:`DataIntegrityError` unless ``array`` has ``ndim`` dimensions of real numbers
+    (and ``length`` rows), so that a malformed file is blamed, not the model that reads it."""
+    numeric = array.dtype.kind in "biuf"  # bool, signed, unsigned, float
+    if array.ndim != ndim or not numeric or (length is not None and len(array) != length) or len(array) == 0:
+        rows = f" with one row per image ({length})" if length is not None else ""
+        raise DataIntegrityError(
+            f"{path}: array {key!r} has shape {array.shape} and dtype {array.dtype}, but {expected}{rows} are "
+            f"expected. The file is malformed; delete it and fetch it again. {how_to_get}"
+        )
+
+
 def load_omniglot(root: str | os.PathLike | None = None, size: int = 28,
                   background: bool | None = None) -> ArrayDataset:
     """Omniglot (Lake et al. 2015): 1623 characters of 50 alphabets, 20 drawings each.
@@ -104,6 +117,11 @@ def load_omniglot(root: str | os.PathLike | None = None, size: int = 28,
     image_key = "images28" if size == 28 else "images105_packed"
     d, path = _load_npz("omniglot.npz", root, _OMNIGLOT_HOWTO,
                         [image_key, "background", "alphabet_names", "char_id", "alphabet", "drawer"])
+    n = len(d["char_id"])
+    _check_arrays(path, image_key, d[image_key], 3 if size == 28 else 2,
+                  "(n, 28, 28) uint8 images" if size == 28 else "(n, 1379) packed bits", _OMNIGLOT_HOWTO, length=n)
+    for key in ("background", "char_id", "alphabet", "drawer"):
+        _check_arrays(path, key, d[key], 1, f"(n,) per-image {key} values", _OMNIGLOT_HOWTO, length=n)
     bg = d["background"]
     mask = np.ones(len(bg), bool) if background is None else (bg == bool(background))
     if size == 28:
@@ -125,6 +143,8 @@ def _load_mnist_like(filename: str, name: str, root, train: bool) -> ArrayDatase
            f"(downloads and checks them), or place {filename} there.")
     split = "train" if train else "test"
     d, path = _load_npz(filename, root, how, [f"x_{split}", f"y_{split}"], optional=("class_names",))
+    _check_arrays(path, f"x_{split}", d[f"x_{split}"], 3, "(n, 28, 28) uint8 images", how)
+    _check_arrays(path, f"y_{split}", d[f"y_{split}"], 1, "(n,) integer labels", how, length=len(d[f"x_{split}"]))
     x = d[f"x_{split}"].astype(np.float32)[:, None] / 255.0
     names = [str(n) for n in d["class_names"]] if "class_names" in d else [str(i) for i in range(10)]
     return ArrayDataset(x, d[f"y_{split}"].astype(np.int64), name, names, {}, {"path": path, "split": split})

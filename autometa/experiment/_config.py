@@ -8,11 +8,43 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 
 import yaml
 
+from autometa._params import did_you_mean
 from autometa.errors import ConfigError
+
+
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader reading numbers as YAML 1.2 does: ``1e-3`` is a float.
+
+    PyYAML follows YAML 1.1, whose float pattern needs a dot, so ``1e-3`` and ``1E5`` were read
+    as strings and a learning rate written the usual way was refused. Every YAML that autometa
+    reads (experiment, comparison and search-space files, ``--set`` values, a run's saved
+    ``config.yaml``) goes through :func:`load_yaml`.
+    """
+
+
+YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:float"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                   |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+                   |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+                   |[-+]?\.(?:inf|Inf|INF)
+                   |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str):
+    """``yaml.safe_load(text)`` with YAML 1.2 numbers (``1e-3`` is the float 0.001)."""
+    return yaml.load(text, Loader=YamlLoader)  # a SafeLoader subclass: safe
 
 DEFAULTS: dict = {
     "seed": 0,
@@ -100,7 +132,7 @@ def parse_overrides(items: list[str]) -> dict:
         if not sep or not key:
             raise ConfigError(f"An override must look like key=value (e.g. learner.inner_lr=0.1). Got {item!r}.")
         try:
-            value = yaml.safe_load(raw) if raw else None
+            value = load_yaml(raw) if raw else None
         except yaml.YAMLError as exc:
             raise ConfigError(f"The value of override {item!r} is not valid YAML: {exc}") from exc
         set_path(out, key.strip(), value)
@@ -117,10 +149,12 @@ def read_mapping(source: str | os.PathLike | dict, what: str, example: str) -> d
     if isinstance(source, dict):
         return copy.deepcopy(source)
     path = Path(source)
+    if path.is_dir():
+        raise ConfigError(f"{what} {str(path)!r} is a directory, pass a YAML file, e.g. {example}.")
     if not path.is_file():
         raise ConfigError(f"{what} {str(path)!r} does not exist. Pass the path of a YAML file, e.g. {example}.")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{what} {str(path)!r} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
@@ -128,8 +162,15 @@ def read_mapping(source: str | os.PathLike | dict, what: str, example: str) -> d
     return raw
 
 
-def load_config(source: str | os.PathLike | dict, overrides: list[str] | dict | None = None) -> dict:
+def load_config(source: str | os.PathLike | dict, overrides: list[str] | dict | None = None,
+                check: bool = True) -> dict:
     """Read a config (a YAML path or a dict), apply overrides and defaults, validate it.
+
+    Args:
+        source: a YAML path or a dict.
+        overrides: ``key=value`` strings or a nested dict applied on top.
+        check: validate (the default); False leaves it to the caller, who passes
+            :func:`config_problems` on to ``build_experiment`` to report every problem at once.
 
     Raises:
         ConfigError: listing every problem found.
@@ -138,21 +179,48 @@ def load_config(source: str | os.PathLike | dict, overrides: list[str] | dict | 
     if overrides:
         raw = deep_merge(raw, overrides if isinstance(overrides, dict) else parse_overrides(overrides))
     config = deep_merge(DEFAULTS, raw)
-    validate(config)
+    if check:
+        validate(config, source=None if isinstance(source, dict) else str(source))
     return config
 
 
-def validate(config: dict) -> None:
-    """Check the whole config and raise one :class:`ConfigError` listing every problem."""
+def _device_problem(value) -> str | None:
+    """Why ``run.device`` cannot be used on this machine, or None."""
+    import torch
+
+    try:
+        device = torch.device(value)
+    except (RuntimeError, TypeError, ValueError):
+        return (f"run.device must be a torch device such as 'cpu', 'cuda' or 'cuda:0'. Got {value!r}; "
+                f"use cpu, or cuda on a machine with a GPU")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return f"run.device is {value!r} but this machine has no CUDA GPU visible to torch; use run.device=cpu"
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            return (f"run.device is {value!r} but only {torch.cuda.device_count()} CUDA device(s) exist; "
+                    f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        return f"run.device is {value!r} but MPS is not available here; use run.device=cpu"
+    elif device.type not in ("cpu", "cuda", "mps"):
+        return f"run.device {value!r} is not supported; use cpu or cuda"
+    return None
+
+
+def config_problems(config: dict) -> list[str]:
+    """Every problem of a config (defaults filled in) that can be seen without building it."""
     problems = []
     known = set(DEFAULTS) | {"description", "published"}
     for key in config:
         if key not in known:
-            problems.append(f"unknown top-level key {key!r} (known: {sorted(known)})")
+            problems.append(f"unknown top-level key {key!r}{did_you_mean(key, known)} (known: {sorted(known)})")
     for section in ("outer", "run"):
-        for key in config.get(section, {}):
+        if not isinstance(config.get(section), dict):
+            problems.append(f"{section} must be a mapping of {sorted(DEFAULTS[section])}. Got {config.get(section)!r}")
+            continue
+        for key in config[section]:
             if key not in DEFAULTS[section]:
-                problems.append(f"unknown key {section}.{key} (known: {sorted(DEFAULTS[section])})")
+                problems.append(f"unknown key {section}.{key}{did_you_mean(key, DEFAULTS[section])} "
+                                f"(known: {sorted(DEFAULTS[section])})")
     for section in ("tasks", "model", "learner"):
         if not isinstance(config.get(section), dict):
             problems.append(f"{section} must be a mapping. Got {config.get(section)!r}")
@@ -171,10 +239,48 @@ def validate(config: dict) -> None:
         if not good_type or (value <= low if strict else value < low):
             bound = f"> {low}" if strict else f">= {low}"
             problems.append(f"{key} must be {'a number' if kind is float else 'an integer'} {bound}. Got {value!r}")
-    if config.get("outer", {}).get("optimizer") not in ("adam", "sgd"):
+    if isinstance(config.get("outer"), dict) and config["outer"].get("optimizer") not in ("adam", "sgd"):
         problems.append(f"outer.optimizer must be 'adam' or 'sgd'. Got {config['outer'].get('optimizer')!r}")
+    if isinstance(config.get("run"), dict) and "device" in config["run"]:
+        device_problem = _device_problem(config["run"]["device"])
+        if device_problem:
+            problems.append(device_problem)
+    problems += _section_problems(config)
+    return problems
+
+
+def _section_problems(config: dict) -> list[str]:
+    """Unknown keys in the ``tasks`` and ``model`` sections, bound against their constructors."""
+    from autometa.nets import check_model_spec
+    from autometa.tasks import check_tasks_spec
+
+    problems = []
+    for section, check in (("tasks", check_tasks_spec), ("model", check_model_spec)):
+        spec = config.get(section)
+        if isinstance(spec, dict) and (section == "model" or "name" in spec):
+            try:
+                check(spec)
+            except ConfigError as exc:
+                problems.append(str(exc))
+    return problems
+
+
+def invalid_config(problems: list[str], source: str | None = None) -> ConfigError:
+    """One :class:`ConfigError` listing ``problems``, naming the config file when there is one."""
+    where = f" {source}" if source else ""
+    return ConfigError(f"Invalid config{where}:\n  - " + "\n  - ".join(problems))
+
+
+def validate(config: dict, source: str | None = None) -> None:
+    """Check the whole config and raise one :class:`ConfigError` listing every problem.
+
+    Args:
+        config: the config with defaults filled in.
+        source: the file it was read from, named in the error.
+    """
+    problems = config_problems(config)
     if problems:
-        raise ConfigError("Invalid config:\n  - " + "\n  - ".join(problems))
+        raise invalid_config(problems, source)
 
 
 def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:

@@ -5,12 +5,23 @@ resolved config), ``versions.json``, ``metrics.jsonl`` (one JSON object per logg
 ``results.json`` and ``checkpoints/{last,best}.pt``. Resuming from ``last.pt`` restores the
 weights, the outer optimizer, the task sampler's random stream and the metrics log, so a
 resumed run reaches the same numbers as an uninterrupted one.
+
+What the loop guarantees:
+
+- a results directory is claimed as a ``run`` (``autometa.json``) and nothing in it is
+  overwritten unless ``resume`` (continue it) or ``overwrite`` (delete it first) is asked;
+- a resumed run keeps its own saved config; only ``RESUMABLE_CHANGES`` (``outer.steps``,
+  budgets, threads, ...) may change, and only by explicit overrides;
+- a NaN or inf training loss or meta-gradient stops the run at that step, before the
+  optimizer step, with a :class:`~autometa.errors.NumericalError` whose ``step`` attribute
+  names it: no NaN reaches the weights or a checkpoint, and no ``results.json`` is written.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import sys
@@ -23,12 +34,31 @@ import torch
 import yaml
 
 import autometa
-from autometa.errors import AutometaError, CheckpointError, ConfigError
-from autometa.experiment._config import DEFAULTS, RESUMABLE_CHANGES, config_diff, deep_merge, load_config
+from autometa.errors import (
+    AutometaError,
+    CheckpointError,
+    ConfigError,
+    DataIntegrityError,
+    DataNotFoundError,
+    NumericalError,
+)
+from autometa.experiment._config import (
+    DEFAULTS,
+    RESUMABLE_CHANGES,
+    config_diff,
+    config_problems,
+    deep_merge,
+    get_path,
+    invalid_config,
+    load_config,
+    load_yaml,
+    parse_overrides,
+)
+from autometa.experiment._outdir import claim_out_dir, out_dir_kind
 from autometa.experiment._stats import format_ci, mean_ci
 from autometa.learners import LEARNERS, Learner, build_learner
-from autometa.nets import build_net
-from autometa.tasks import TaskDistribution, make_tasks
+from autometa.nets import build_net, check_model_spec
+from autometa.tasks import TaskDistribution, check_tasks_spec, make_tasks
 
 
 @dataclass
@@ -52,15 +82,82 @@ def versions() -> dict:
             "numpy": np.__version__, "platform": platform.platform(), "processor": platform.processor()}
 
 
-def build_experiment(config: dict) -> Experiment:
-    """Build tasks, network and learner, reporting every construction problem in one error."""
-    problems, splits = [], {}
-    need = ["train", "test"] + (["val"] if config["run"]["validate_every"] else [])
+def _check_model(spec) -> dict:
+    """A ``model`` section: a network's (``check_model_spec``) or ``{architecture: <filler>}``, a filler of
+    the architecture slot (a searched, random or hand-crafted cell network; checked by building the filler)."""
+    if isinstance(spec, dict) and "architecture" in spec:
+        from autometa.slots import build_filler
+
+        check_model_spec(spec)  # the other keys
+        build_filler("architecture", spec["architecture"])
+        return spec
+    return check_model_spec(spec)
+
+
+def _build_model(spec: dict, in_shape, out_features, seed: int):
+    """The network of a ``model`` section (see :func:`_check_model`); an architecture filler's derived
+    network is initialised under the run's seed."""
+    if "architecture" in spec:
+        from autometa.slots import build_filler
+
+        return build_filler("architecture", spec["architecture"]).derived_network(in_shape, out_features, seed=seed)
+    return build_net(spec, in_shape, out_features)
+
+
+def _usable_spec(spec, check, problems: list[str], needs_name: bool) -> dict | None:
+    """``spec`` less the keys ``check`` refuses (each refusal added to ``problems``), so that the
+    sections after it can still be checked; None when it names no known component."""
+    if not isinstance(spec, dict) or (needs_name and "name" not in spec):
+        return None  # validation already names the problem
+    try:
+        check(spec)
+        return spec
+    except ConfigError as exc:
+        if str(exc) not in problems:
+            problems.append(str(exc))
+    named = {"name": spec["name"]} if "name" in spec else {}
+    try:
+        check(named)
+    except ConfigError:
+        return None
+    kept = {}
+    for key, value in spec.items():
+        try:
+            check({**named, key: value})
+            kept[key] = value
+        except ConfigError:
+            pass
+    return kept
+
+
+def build_experiment(config: dict, source: str | None = None, problems: list[str] | None = None) -> Experiment:
+    """Build tasks, network and learner, reporting every problem in one error.
+
+    Args:
+        config: a config with defaults filled in (:func:`load_config`).
+        source: the file the config came from, named in the error.
+        problems: problems already found (:func:`config_problems`), reported with those of
+            construction; sections are still built as far as they can be, so that one error
+            lists a typo in ``tasks`` together with a bad value in ``learner``.
+
+    Raises:
+        ConfigError: every problem found, naming ``source``.
+    """
+    problems, splits = list(problems or []), {}
+    run = config["run"] if isinstance(config.get("run"), dict) else {}
+    tasks_spec = _usable_spec(config.get("tasks"), check_tasks_spec, problems, True)  # once, not per split
+    model_spec = _usable_spec(config.get("model"), _check_model, problems, False)
+    need = ["train", "test"] + (["val"] if run.get("validate_every") else []) if tasks_spec else []
     for split in need:
         try:
-            splits[split] = make_tasks(config["tasks"], split)
+            splits[split] = make_tasks(tasks_spec, split)
+        except (DataIntegrityError, DataNotFoundError):
+            raise  # a problem of the data files, not of the config: said once, as itself
         except AutometaError as exc:
             problems.append(f"tasks ({split}): {exc}")
+    if any(not isinstance(config.get(k), dict) for k in ("learner", "run", "outer")) or \
+            not isinstance(config.get("seed"), int):
+        raise invalid_config(problems, source)  # validation named these; nothing more can be built
     learner = None
     name = str(config["learner"].get("name", "")).lower()
     if name not in LEARNERS:
@@ -75,24 +172,21 @@ def build_experiment(config: dict) -> Experiment:
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(config["seed"])
-                if "architecture" in config["model"]:  # a filler of the architecture slot as the network
-                    from autometa.slots import build_filler
-
-                    if set(config["model"]) != {"architecture"}:
-                        raise ConfigError(f"model.architecture names the whole network; drop the other model keys "
-                                          f"{sorted(set(config['model']) - {'architecture'})}.")
-                    model = build_filler("architecture", config["model"]["architecture"]).derived_network(
-                        train.input_shape, train.num_outputs if head else None, seed=config["seed"])
-                else:
-                    model = build_net(config["model"], train.input_shape, train.num_outputs if head else None)
+                model = None
+                if model_spec is not None:
+                    model = _build_model(model_spec, train.input_shape, train.num_outputs if head else None,
+                                         config["seed"])
                 spec = dict(config["learner"])
                 if getattr(cls, "NEEDS_NUM_CLASSES", False) and train.kind == "classification":
                     spec["num_classes"] = train.num_classes
+                if model is None:  # the model section's problem is reported; check the learner on a stand-in
+                    model = build_net({}, train.input_shape, train.num_outputs if head else None)
                 learner = build_learner(spec, model, train.kind)
         except AutometaError as exc:
-            problems.append(f"model/learner: {exc}")
+            if str(exc) not in problems:
+                problems.append(f"model/learner: {exc}")
     if problems:
-        raise ConfigError("Invalid config:\n  - " + "\n  - ".join(problems))
+        raise invalid_config(problems, source)
     return Experiment(config, learner, splits["train"], splits.get("val"), splits["test"])
 
 
@@ -150,17 +244,43 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     os.replace(tmp, path)  # never leaves a half-written checkpoint
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Load a checkpoint with ``weights_only=True``; a damaged file raises :class:`CheckpointError`."""
+CHECKPOINT_KEYS = ("learner", "optimizer", "scheduler", "generator", "step", "best", "elapsed")
+
+
+def load_checkpoint(path: str | os.PathLike, required: tuple[str, ...] = ("learner",)) -> dict:
+    """Load a checkpoint with ``weights_only=True``.
+
+    Raises:
+        CheckpointError: a missing, truncated or damaged file, a file that is not an autometa
+            checkpoint (names the missing ``required`` keys), each with what to do instead.
+    """
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as exc:
-        raise CheckpointError(f"No checkpoint at {path}. Run without --resume to start a new run.") from exc
+        raise CheckpointError(f"No checkpoint at {path}: the run stopped before writing it. Start the run again "
+                              f"(--overwrite, or another --out), or pick a checkpoint that exists.") from exc
     except Exception as exc:  # pickle / zip errors come in many types
         raise CheckpointError(
             f"Checkpoint {path} is damaged or not an autometa checkpoint ({type(exc).__name__}: {exc}). "
             f"Delete it to restart from scratch, or resume from checkpoints/best.pt by copying it over."
         ) from exc
+    missing = [k for k in required if not isinstance(state, dict) or k not in state]
+    if missing:
+        got = sorted(state)[:10] if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path} is a torch file but not an autometa checkpoint: it lacks the key(s) {missing} "
+                              f"(it holds {got}). Pass a checkpoint written by `autometa run` (checkpoints/last.pt "
+                              f"or best.pt).")
+    return state
+
+
+def _load_weights(module: torch.nn.Module, weights, path, what: str) -> None:
+    """``module.load_state_dict(weights)``, a mismatch being a :class:`CheckpointError`."""
+    try:
+        module.load_state_dict(weights)
+    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{path} does not fit {what} ({type(exc).__name__}: {str(exc)[:400]}). It was written "
+                              f"for another model or learner; pass the checkpoint of this run, or a config that "
+                              f"builds the model the checkpoint holds.") from exc
 
 
 def evaluate_run(run_dir: str | os.PathLike, overrides: list[str] | None = None, checkpoint: str = "best.pt",
@@ -182,67 +302,171 @@ def evaluate_run(run_dir: str | os.PathLike, overrides: list[str] | None = None,
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise CheckpointError(f"{run_dir} holds no config.yaml; pass a directory written by `autometa run`.")
-    config = load_config(yaml.safe_load((run_dir / "config.yaml").read_text()), overrides)
+    config = load_config(_read_saved_config(run_dir), overrides)
     config["run"]["validate_every"] = 0
-    exp = build_experiment(config)
-    state = load_checkpoint(run_dir / "checkpoints" / checkpoint)
-    try:
-        exp.learner.load_state_dict(state["learner"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"{run_dir / 'checkpoints' / checkpoint} does not fit the learner of the overridden "
-                              f"config ({exc}). Override only what the weights do not depend on, such as the "
-                              f"ways of a metric learner.") from exc
+    exp = build_experiment(config, str(run_dir / "config.yaml"))
+    path = run_dir / "checkpoints" / checkpoint
+    state = load_checkpoint(path)
+    _load_weights(exp.learner, state["learner"], path, "the learner of the overridden config; override only "
+                  "what the weights do not depend on, such as the ways of a metric learner")
     tasks = exp.test if split == "test" else make_tasks(config["tasks"], split)
     run = config["run"]
     result = evaluate(exp.learner, tasks, run["test_tasks"], run["eval_batch"], run["test_seed"], run["device"],
                       progress=run["progress"], desc=split)
+    _check_finite_eval(result, split, None, config)
     return {**{k: v for k, v in result.items() if k not in ("values", "digest")},
-            "overrides": list(overrides or []), "checkpoint": str(run_dir / "checkpoints" / checkpoint)}
+            "overrides": list(overrides or []), "checkpoint": str(path)}
 
 
-def run_experiment(config: dict | str, out_dir: str | os.PathLike | None = None, callback=None,
-                   resume: bool = False, overrides: list[str] | None = None) -> dict:
+def _read_saved_config(run_dir: Path) -> dict:
+    """The resolved config a run saved, with defaults added since it was written."""
+    path = run_dir / "config.yaml"
+    try:
+        saved = load_yaml(path.read_text())
+    except Exception as exc:  # yaml errors, decoding errors
+        raise CheckpointError(f"{path} could not be read ({type(exc).__name__}: {exc}). Restore it from the "
+                              f"config the run was started with, or start a new run.") from exc
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{path} does not hold a config mapping. Got {type(saved).__name__}; restore it "
+                              f"or start a new run.")
+    return deep_merge(DEFAULTS, saved)
+
+
+def _flatten(mapping: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key, value in mapping.items():
+        out += _flatten(value, f"{prefix}{key}.") if isinstance(value, dict) and value else [f"{prefix}{key}"]
+    return out
+
+
+def _resume_config(out: Path, source, overrides) -> tuple[dict, list[str]]:
+    """The config a resumed run continues with, and the resumable keys that change.
+
+    The run's own ``config.yaml`` is the base; overrides may change only the keys in
+    ``RESUMABLE_CHANGES``. ``source`` (the config the user passed, if any) with the overrides
+    must describe the same run: repeating the command that started it is accepted, a value
+    that differs in any other key is refused with the key's name. Resumable keys are taken from
+    the overrides only, never from ``source``, so a run started with ``--set outer.steps=30``
+    and resumed without it still ends at step 30.
+    """
+    saved = _read_saved_config(out)
+    changes = overrides if isinstance(overrides, dict) else parse_overrides(overrides or [])
+    base = saved if source is None else deep_merge(DEFAULTS, source if isinstance(source, dict)
+                                                   else load_config(source, check=False))
+    refused = [k for k in config_diff(saved, deep_merge(base, changes)) if k not in RESUMABLE_CHANGES]
+    if refused:
+        raise CheckpointError(
+            f"Cannot resume {out}: the requested config differs from the run's own in {refused}, which a resumed "
+            f"run cannot change (only {sorted(RESUMABLE_CHANGES)} can, with --set). Resume with "
+            f"`autometa run --resume --out {out}` (the run's own config), or start a new run in another directory.")
+    config = load_config(saved, changes)
+    return config, config_diff(saved, config)
+
+
+def _precheck_out(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse an unusable results directory before anything is built; deletes nothing."""
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in --out and --overwrite deletes it; pass one of them.")
+    if out.exists() and not out.is_dir():
+        claim_out_dir(out, "run")  # raises: a file is not a results directory
+    if resume and not (out / "config.yaml").is_file():
+        kind = out_dir_kind(out) if out.is_dir() else None
+        if kind not in (None, "run"):
+            claim_out_dir(out, "run", resume=True)  # raises: another command's directory
+        raise CheckpointError(f"--out {str(out)!r} holds no run to resume (no config.yaml). Start a new run "
+                              f"without --resume, or pass the directory of an earlier `autometa run`.")
+    if not out.exists():
+        return
+    if overwrite and out.is_dir() and out_dir_kind(out) in (None, "run"):
+        return  # deleted by claim_out_dir once the config is known to be good
+    claim_out_dir(out, "run", resume=resume)  # raises, or marks an empty or resumable run directory
+
+
+def _diverged(step: int, total: int, what: str, metrics: dict, config: dict, ckpt_dir: Path | None,
+              good_step: int | None) -> NumericalError:
+    """The error that stops a run whose loss or meta-gradient is NaN or inf."""
+    learner, outer = config["learner"], config["outer"]
+    rates = [f"outer.lr={outer['lr']} ({outer['optimizer']})"]
+    if "inner_lr" in learner:
+        rates.insert(0, f"learner.inner_lr={learner['inner_lr']}")
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+    kept = (f"The last good checkpoint ({ckpt_dir / 'last.pt'}, step {good_step}) is kept"
+            if ckpt_dir is not None and good_step else "No checkpoint was written")
+    clip = "" if outer["clip_grad"] else ", or set outer.clip_grad (e.g. 1.0) to bound the meta-gradient"
+    error = NumericalError(
+        f"Training diverged at step {step} of {total}: {what} ({shown}). Likely cause: a learning rate too large "
+        f"for this model ({', '.join(rates)}). Lower outer.lr or learner.inner_lr{clip}. {kept}; no results "
+        f"were written.")
+    error.step, error.loss = step, metrics.get("loss")
+    return error
+
+
+def _check_finite_eval(result: dict, split: str, step: int | None, config: dict) -> None:
+    """Raise :class:`NumericalError` if an evaluation's mean metrics are NaN or inf."""
+    bad = {k: v["mean"] for k, v in result.items() if isinstance(v, dict) and "mean" in v
+           and not math.isfinite(v["mean"])}
+    if bad:
+        where = f" at step {step}" if step is not None else ""
+        inner = config["learner"].get("inner_lr")
+        error = NumericalError(
+            f"Evaluation on {split} tasks{where} gave non-finite {bad}: adaptation to new tasks diverges. Likely "
+            f"cause: learner.inner_lr={inner} or learner.eval_inner_steps too large for these weights; lower them. "
+            f"No results were written.")
+        error.step, error.loss = step, bad.get("loss")
+        raise error
+
+
+def run_experiment(config: dict | str | None, out_dir: str | os.PathLike | None = None, callback=None,
+                   resume: bool = False, overrides: list[str] | dict | None = None, overwrite: bool = False) -> dict:
     """Meta-train, validate and test the learner a config describes.
 
     Args:
-        config: a config dict or YAML path (validated; defaults filled in).
+        config: a config dict or YAML path (validated; defaults filled in). With ``resume`` it
+            may be None: the run's own ``config.yaml`` is used.
         out_dir: results directory; None keeps nothing on disk.
         callback: ``callback(step, metrics) -> bool`` after each validation; returning True
             stops training early (pruning). Metrics hold ``val_<metric>`` entries.
-        resume: continue from ``out_dir/checkpoints/last.pt``.
+        resume: continue from ``out_dir/checkpoints/last.pt`` with the run's own saved config;
+            ``overrides`` may change only the keys in ``RESUMABLE_CHANGES`` (e.g. ``outer.steps``).
         overrides: ``key=value`` strings applied on top of ``config``.
+        overwrite: delete the results already in ``out_dir`` first (a run directory only).
 
     Returns:
         The content of ``results.json``: ``test`` metrics as mean, 95% CI half-width and n,
         ``best_val``, ``steps``, ``meta_train_time_s``, ``wall_time_s``.
 
     Raises:
-        ConfigError: an invalid config, or an ``out_dir`` that already holds a run while
-            ``resume`` is False.
-        CheckpointError: ``resume`` with a missing, damaged or mismatching checkpoint.
+        ConfigError: an invalid config (every problem at once, naming the file).
+        ResultsDirError: ``out_dir`` is a file, another command's directory, or holds results
+            while neither ``resume`` nor ``overwrite`` is set.
+        CheckpointError: ``resume`` with a missing, damaged or mismatching checkpoint, or with
+            overrides of keys a resumed run cannot change.
+        NumericalError: the training loss or meta-gradient became NaN or inf (``.step`` names
+            the step); the last good checkpoint is kept and no results are written.
     """
     from autometa.experiment._architecture import is_architecture_config, run_architecture
 
-    if is_architecture_config(config):  # `kind: architecture`: search/retrain/test, not meta-training
-        return run_architecture(config, out_dir, resume=resume, overrides=overrides)
+    if config is not None and is_architecture_config(config):  # `kind: architecture`: search/retrain/test
+        return run_architecture(config, out_dir, resume=resume, overrides=overrides, overwrite=overwrite)
     wall_start = time.perf_counter()
-    config = load_config(config, overrides)
-    run, outer = config["run"], config["outer"]
     out = Path(out_dir) if out_dir is not None else None
-    ckpt_dir = out / "checkpoints" if out else None
+    if resume and out is None:
+        raise ConfigError("resume=True needs the out_dir of the run to continue.")
     if out is not None:
-        if not resume and (out / "metrics.jsonl").exists():
-            raise ConfigError(f"{out} already holds a run. Pass --resume to continue it, or choose another --out.")
-        if resume:
-            saved = yaml.safe_load((out / "config.yaml").read_text()) if (out / "config.yaml").exists() else None
-            if saved is None:
-                raise CheckpointError(f"{out} holds no config.yaml to resume from. Start a new run instead.")
-            # defaults added since the run started are not differences
-            changed = [k for k in config_diff(deep_merge(DEFAULTS, saved), config) if k not in RESUMABLE_CHANGES]
-            if changed:
-                raise CheckpointError(f"Cannot resume {out}: the config differs in {changed}. "
-                                      f"Resume with the same config, or start a new run in another directory.")
-    exp = build_experiment(config)
+        _precheck_out(out, resume, overwrite)
+    changed: list[str] = []
+    if resume:
+        config, changed = _resume_config(out, config, overrides)
+        source = str(out / "config.yaml")
+    else:
+        if config is None:
+            raise ConfigError("Pass a config (a YAML file or a dict), e.g. experiments/sinusoid_maml_k10.yaml.")
+        source = None if isinstance(config, dict) else str(config)
+        config = load_config(config, overrides, check=False)
+    problems = config_problems(config)
+    exp = build_experiment(config, source, problems)  # every problem of the config in one error
+    run, outer = config["run"], config["outer"]
+    ckpt_dir = out / "checkpoints" if out else None
     if run["threads"]:
         torch.set_num_threads(int(run["threads"]))
     device = run["device"]
@@ -258,21 +482,31 @@ def run_experiment(config: dict | str, out_dir: str | os.PathLike | None = None,
     generator = torch.Generator().manual_seed(config["seed"])
     metric, mode = exp.selection_metric
     better = (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
-    start, best, elapsed, cpu_elapsed = 0, None, 0.0, 0.0
+    start, best, elapsed, cpu_elapsed, state = 0, None, 0.0, 0.0, {}
 
     if resume:  # read the checkpoint before writing anything, so a damaged one loses nothing
-        state = load_checkpoint(ckpt_dir / "last.pt")
-        learner.load_state_dict(state["learner"])
-        if optimizer is not None:
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
+        path = ckpt_dir / "last.pt"
+        state = load_checkpoint(path, CHECKPOINT_KEYS)
+        _load_weights(learner, state["learner"], path, "the learner of this run's config")
+        try:
+            if optimizer is not None:
+                optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
+            generator.set_state(state["generator"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"{path} holds an outer-optimizer or sampler state that does not fit this run "
+                                  f"({type(exc).__name__}: {exc}). Pass the checkpoint of this run.") from exc
         start, best, elapsed = state["step"], state["best"], state["elapsed"]
         cpu_elapsed = state.get("cpu_elapsed", 0.0)
-        lines = (out / "metrics.jsonl").read_text().splitlines() if (out / "metrics.jsonl").exists() else []
-        kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= start]
-        _atomic_write(out / "metrics.jsonl", "".join(ln + "\n" for ln in kept))
+        what = ", ".join(f"{k}={get_path(config, k)}" for k in changed)  # said even without progress bars
+        print(f"resuming {out} at step {start} of {total_steps}" + (f" (changed: {what})" if what else ""),
+              file=sys.stderr)
     if out is not None:
+        claim_out_dir(out, "run", resume=resume, overwrite=overwrite)
+        if resume:
+            lines = (out / "metrics.jsonl").read_text().splitlines() if (out / "metrics.jsonl").exists() else []
+            kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= start]
+            _atomic_write(out / "metrics.jsonl", "".join(ln + "\n" for ln in kept))
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         _atomic_write(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         _atomic_write(out / "versions.json", json.dumps(versions(), indent=2))
@@ -283,7 +517,10 @@ def run_experiment(config: dict | str, out_dir: str | os.PathLike | None = None,
             log.write(json.dumps(entry) + "\n")
             log.flush()
 
+    saved_step = start if resume else None
+
     def checkpoint(name: str, step: int) -> None:
+        nonlocal saved_step
         if ckpt_dir is None:
             return
         _save_checkpoint(ckpt_dir / name, {
@@ -292,66 +529,80 @@ def run_experiment(config: dict | str, out_dir: str | os.PathLike | None = None,
             "step": step, "best": best, "elapsed": elapsed, "cpu_elapsed": cpu_elapsed,
             "train_digest": train_digest,
         })
+        if name == "last.pt":
+            saved_step = step
 
     from tqdm.auto import tqdm
 
     flops = {"meta_step": None, "per_test_task": None}
     bar = tqdm(total=total_steps, initial=start, desc="meta-train", disable=not run["progress"], dynamic_ncols=True)
     stopped_early, out_of_time, step = False, False, start
-    train_digest = state.get("train_digest", "") if resume else ""
+    train_digest = state.get("train_digest", "")
     t_last, cpu_last = time.perf_counter(), time.process_time()
-    for step in range(start + 1, total_steps + 1):
-        batch = exp.train.sample(outer["meta_batch"], generator)
-        chained = hashlib.sha1(train_digest.encode())  # a chain, so that a resumed run ends the same
-        for tensor in batch.tensors:
-            chained.update(tensor.numpy().tobytes())
-        train_digest = chained.hexdigest()
-        batch = batch.to(device)
-        optimizer.zero_grad(set_to_none=True)
-        if run["count_flops"] and flops["meta_step"] is None:
-            train_metrics, flops["meta_step"] = count_flops(learner, learner.meta_backward, batch)
-        else:
-            train_metrics = learner.meta_backward(batch)
-        if outer["clip_grad"]:
-            torch.nn.utils.clip_grad_norm_(learner.parameters(), outer["clip_grad"])
-        optimizer.step()
-        scheduler.step()
-        now, cpu_now = time.perf_counter(), time.process_time()
-        elapsed, cpu_elapsed = elapsed + now - t_last, cpu_elapsed + cpu_now - cpu_last
-        t_last, cpu_last = now, cpu_now
-        bar.update(1)
-        out_of_time = ((bool(run["time_budget_s"]) and elapsed >= run["time_budget_s"])
-                       or (bool(run["cpu_budget_s"]) and cpu_elapsed >= run["cpu_budget_s"]))
-        last = step == total_steps or out_of_time
-        if step % run["log_every"] == 0 or last:
-            record({"step": step, "time_s": round(elapsed, 3), "cpu_time_s": round(cpu_elapsed, 3),
-                    **{f"train_{k}": v for k, v in train_metrics.items()}})
-            bar.set_postfix({k: f"{v:.3f}" for k, v in train_metrics.items()}, refresh=False)
-        if exp.val is not None and (step % run["validate_every"] == 0 or last):
-            val = evaluate(learner, exp.val, run["val_tasks"], run["eval_batch"], run["val_seed"], device)
-            entry = {"step": step, "time_s": round(elapsed, 3), "cpu_time_s": round(cpu_elapsed, 3),
-                     **{f"val_{k}": v["mean"] for k, v in val.items() if k not in ("values", "digest")}}
-            record(entry)
-            if best is None or better(entry[f"val_{metric}"], best["value"]):
-                best = {"step": step, "value": entry[f"val_{metric}"], "metric": metric}
-                checkpoint("best.pt", step)
-            t_last, cpu_last = time.perf_counter(), time.process_time()  # validation is not meta-training
-            if callback is not None and callback(step, entry):
-                stopped_early = True
-        if ckpt_dir is not None and ((run["checkpoint_every"] and step % run["checkpoint_every"] == 0)
-                                     or last or stopped_early):
-            checkpoint("last.pt", step)
-        if stopped_early or out_of_time:
-            break
-    bar.close()
-    if log:
-        log.close()
+    try:
+        for step in range(start + 1, total_steps + 1):
+            batch = exp.train.sample(outer["meta_batch"], generator)
+            chained = hashlib.sha1(train_digest.encode())  # a chain, so that a resumed run ends the same
+            for tensor in batch.tensors:
+                chained.update(tensor.numpy().tobytes())
+            train_digest = chained.hexdigest()
+            batch = batch.to(device)
+            optimizer.zero_grad(set_to_none=True)
+            if run["count_flops"] and flops["meta_step"] is None:
+                train_metrics, flops["meta_step"] = count_flops(learner, learner.meta_backward, batch)
+            else:
+                train_metrics = learner.meta_backward(batch)
+            # divergence: checked before the step, so no NaN ever reaches the weights or a checkpoint
+            grads = [p.grad.reshape(-1) for p in trainable if p.grad is not None]
+            finite_grad = not grads or bool(torch.isfinite(torch.cat(grads)).all())
+            finite_loss = all(math.isfinite(v) for v in train_metrics.values())
+            if not (finite_loss and finite_grad):
+                what = ("the training loss is not finite" if not finite_loss else
+                        "the meta-gradient holds NaN or inf")
+                raise _diverged(step, total_steps, what, train_metrics, config, ckpt_dir, saved_step)
+            if outer["clip_grad"]:
+                torch.nn.utils.clip_grad_norm_(learner.parameters(), outer["clip_grad"])
+            optimizer.step()
+            scheduler.step()
+            now, cpu_now = time.perf_counter(), time.process_time()
+            elapsed, cpu_elapsed = elapsed + now - t_last, cpu_elapsed + cpu_now - cpu_last
+            t_last, cpu_last = now, cpu_now
+            bar.update(1)
+            out_of_time = ((bool(run["time_budget_s"]) and elapsed >= run["time_budget_s"])
+                           or (bool(run["cpu_budget_s"]) and cpu_elapsed >= run["cpu_budget_s"]))
+            last = step == total_steps or out_of_time
+            if step % run["log_every"] == 0 or last:
+                record({"step": step, "time_s": round(elapsed, 3), "cpu_time_s": round(cpu_elapsed, 3),
+                        **{f"train_{k}": v for k, v in train_metrics.items()}})
+                bar.set_postfix({k: f"{v:.3f}" for k, v in train_metrics.items()}, refresh=False)
+            if exp.val is not None and (step % run["validate_every"] == 0 or last):
+                val = evaluate(learner, exp.val, run["val_tasks"], run["eval_batch"], run["val_seed"], device)
+                _check_finite_eval(val, "validation", step, config)
+                entry = {"step": step, "time_s": round(elapsed, 3), "cpu_time_s": round(cpu_elapsed, 3),
+                         **{f"val_{k}": v["mean"] for k, v in val.items() if k not in ("values", "digest")}}
+                record(entry)
+                if best is None or better(entry[f"val_{metric}"], best["value"]):
+                    best = {"step": step, "value": entry[f"val_{metric}"], "metric": metric}
+                    checkpoint("best.pt", step)
+                t_last, cpu_last = time.perf_counter(), time.process_time()  # validation is not meta-training
+                if callback is not None and callback(step, entry):
+                    stopped_early = True
+            if ckpt_dir is not None and ((run["checkpoint_every"] and step % run["checkpoint_every"] == 0)
+                                         or last or stopped_early):
+                checkpoint("last.pt", step)
+            if stopped_early or out_of_time:
+                break
+    finally:
+        bar.close()
+        if log:
+            log.close()
 
     if best is not None and ckpt_dir is not None and (ckpt_dir / "best.pt").exists():
         learner.load_state_dict(load_checkpoint(ckpt_dir / "best.pt")["learner"])
     t0 = time.perf_counter()
     test = evaluate(learner, exp.test, run["test_tasks"], run["eval_batch"], run["test_seed"], device,
                     progress=run["progress"], desc="test")
+    _check_finite_eval(test, "test", step, config)
     test_time = time.perf_counter() - t0
     if run["count_flops"]:
         one = next(exp.test.episodes(1, 1, run["test_seed"])).to(device)
@@ -360,6 +611,7 @@ def run_experiment(config: dict | str, out_dir: str | os.PathLike | None = None,
         "test": {k: v for k, v in test.items() if k not in ("values", "digest")},
         "best_val": best,
         "steps": step,
+        "resumed_from_step": start if resume else None,
         "meta_batch": outer["meta_batch"],
         "stopped_early": stopped_early,
         "out_of_time": out_of_time,

@@ -1,4 +1,7 @@
-"""Confidence intervals and paired comparisons, as the few-shot literature reports them."""
+"""Confidence intervals as the few-shot literature reports them (used by the run loop).
+
+Comparisons of fillers, whose test tasks are nested in seeds, use :mod:`autometa.compare._stats`.
+"""
 
 from __future__ import annotations
 
@@ -31,31 +34,6 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> dict:
     std = float(x.std(ddof=1))
     half = t_quantile(confidence, n - 1) * std / math.sqrt(n)
     return {"mean": mean, "ci95": half, "std": std, "n": n}
-
-
-def paired_difference(candidate: Sequence[float], reference: Sequence[float],
-                      confidence: float = 0.95) -> dict:
-    """Paired difference ``candidate - reference`` over the same tasks or seeds.
-
-    Returns the mean difference with its CI, a two-sided paired t-test p-value and
-    ``significant`` (the CI excludes zero). Identical inputs give a difference of exactly zero,
-    reported as not significant.
-    """
-    a, b = np.asarray(candidate, np.float64), np.asarray(reference, np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"Paired values need equal lengths. Got {a.shape} and {b.shape}.")
-    d = a - b
-    out = mean_ci(d, confidence)
-    if out["n"] < 2:
-        return {**out, "p_value": None, "significant": False}
-    if out["std"] == 0.0:
-        significant = out["mean"] != 0.0
-        return {**out, "ci95": 0.0, "p_value": 0.0 if significant else 1.0, "significant": significant}
-    from scipy.stats import t
-
-    stat = out["mean"] / (out["std"] / math.sqrt(out["n"]))
-    p = float(2 * t.sf(abs(stat), out["n"] - 1))
-    return {**out, "p_value": p, "significant": bool(abs(out["mean"]) > out["ci95"])}
 
 
 def format_ci(stats: dict, scale: float = 1.0, digits: int = 2) -> str:

@@ -11,7 +11,7 @@ dicts of tensors.
 - :func:`batched`: run a per-task function over a meta-batch, looped, threaded or with ``vmap``.
 """
 
-from autometa.hypergrad._batching import BATCHING_MODES, batched, default_batching
+from autometa.hypergrad._batching import BATCHING_MODES, batched, default_batching, vmap_hazard
 from autometa.hypergrad._estimators import (
     ES,
     ESTIMATORS,
@@ -30,5 +30,5 @@ from autometa.hypergrad._unrolled import gradients, inner_sgd, sgd_step, unroll
 __all__ = [
     "BATCHING_MODES", "ES", "ESTIMATORS", "Estimator", "Implicit", "InnerProblem", "ReptileStep", "TruncatedBPTT",
     "Unrolled", "batched", "build_estimator", "conjugate_gradient", "default_batching", "gradients",
-    "implicit_grad", "inner_sgd", "neumann_series", "sgd_step", "solve", "unroll",
+    "implicit_grad", "inner_sgd", "neumann_series", "sgd_step", "solve", "unroll", "vmap_hazard",
 ]

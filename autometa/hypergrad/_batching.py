@@ -12,33 +12,68 @@ Which is faster depends on the device and the model, so it was measured
   time): per-task work is too small to amortise Python overhead.
 
 On a GPU vmap fills the device better (not measured here: no GPU was available).
+
+``"auto"`` never picks ``vmap`` for a network that it may not run correctly (see
+:func:`vmap_hazard`): torch's own batch-norm layers, whose second-order gradient under ``vmap``
+is wrong in torch 2.13 (MAML's meta-gradient of a Linear-BatchNorm1d-ReLU network was off by
+3e-3 relative to the loop and to a float64 reference, in float64; first-order gradients agree;
+autometa's :class:`~autometa.nets.BatchNorm2d` avoids the fused kernel under vmap), and buffers
+of unknown kind, which a forward pass may write in place (``vmap`` cannot run that).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import weakref
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
-from autometa.errors import ConfigError
+from autometa.errors import ConfigError, UnsupportedFeatureError
 
 BATCHING_MODES = ("auto", "loop", "vmap", "threads")
 
+_logger = logging.getLogger(__name__)
+_NOTED: weakref.WeakSet = weakref.WeakSet()  # models whose fallback from vmap was already noted
+
 
 def default_batching(model: nn.Module, device: torch.device | str) -> str:
-    """The measured-faster mode for ``model`` on ``device`` (see module docstring).
+    """The measured-faster mode for ``model`` on ``device`` that runs ``model`` correctly.
 
     Convolutional networks on a CPU: ``"threads"`` when torch may use more than one thread,
-    else ``"loop"`` (the same computation); other networks, and any network on a GPU: ``"vmap"``.
+    else ``"loop"`` (the same computation); other networks, and any network on a GPU: ``"vmap"``,
+    unless :func:`vmap_hazard` finds a reason not to: then the loop (``"threads"`` for a
+    convolutional network on a CPU), noted once per network at INFO level.
     """
-    if torch.device(device).type != "cpu":
-        return "vmap"
     has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
-    if not has_conv:
+    cpu = torch.device(device).type == "cpu"
+    hazard = vmap_hazard(model)
+    if hazard:
+        if model not in _NOTED:
+            _NOTED.add(model)
+            _logger.info("batching='auto' runs the tasks for %s in a loop, not with vmap: it %s",
+                         type(model).__name__, hazard)
+        return "threads" if has_conv and cpu and torch.get_num_threads() > 1 else "loop"
+    if not cpu or not has_conv:
         return "vmap"
     return "threads" if torch.get_num_threads() > 1 else "loop"
+
+
+def vmap_hazard(model: nn.Module) -> str | None:
+    """Why ``vmap`` over tasks may not run ``model`` correctly, or None.
+
+    - torch's batch / instance norm layers: their second-order gradient under ``vmap`` is wrong
+      (see the module docstring);
+    - buffers (other than those norm layers' running statistics): a forward pass may write them
+      in place, which ``vmap`` refuses.
+    """
+    if any(isinstance(m, nn.modules.batchnorm._NormBase) for m in model.modules()):
+        return "holds torch batch-norm layers, whose second-order gradient under vmap is wrong in torch"
+    if any(True for _ in model.buffers()):
+        return "holds buffers, which its forward pass may write in place (vmap cannot)"
+    return None
 
 
 def batched(task_fn: Callable[..., tuple[Tensor, dict[str, Tensor]]], shared, tasks: tuple[Tensor, ...],
@@ -64,8 +99,15 @@ def batched(task_fn: Callable[..., tuple[Tensor, dict[str, Tensor]]], shared, ta
     if mode == "threads":
         return _threaded(task_fn, shared, tasks, backward)
     if mode == "vmap":
-        losses, metrics = torch.func.vmap(task_fn, in_dims=(None,) + (0,) * len(tasks),
-                                          randomness="different")(shared, *tasks)
+        try:
+            losses, metrics = torch.func.vmap(task_fn, in_dims=(None,) + (0,) * len(tasks),
+                                              randomness="different")(shared, *tasks)
+        except RuntimeError as error:
+            if "inplace" not in str(error).replace("-", ""):  # torch: "in-place operation ... captured"
+                raise
+            raise UnsupportedFeatureError(
+                "batching='vmap' cannot run this network: its forward pass writes a tensor in place "
+                f"(torch: {str(error).splitlines()[0][:160]}). Use batching='loop'.") from error
         if backward:
             losses.mean().backward()
             losses, metrics = losses.detach(), {k: v.detach() for k, v in metrics.items()}

@@ -18,6 +18,8 @@ from autometa.learners._metric import (
     ZeroShotProtoNet,
 )
 from autometa.learners._registry import LEARNERS, build_learner, register_learner
+from autometa.learners._reward import GridWorld, LIRPGTrainer
+from autometa.learners._weighting import NoisyLabelTrainer, clean_holdout, corrupt_labels, noise_transition
 
 __all__ = [
     "Learner", "query_metrics", "task_loss_fn", "ANIL", "FOMAML", "MAML", "MetaSGD", "Reptile", "iMAML",
@@ -25,4 +27,5 @@ __all__ = [
     "MetricLearner",
     "ProtoNet", "MatchingNet",
     "RelationNet", "SiameseNet", "GraphNet", "ZeroShotProtoNet",
+    "NoisyLabelTrainer", "clean_holdout", "corrupt_labels", "noise_transition", "GridWorld", "LIRPGTrainer",
 ]

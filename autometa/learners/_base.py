@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from autometa.errors import ConfigError
 from autometa.hypergrad import BATCHING_MODES, batched, default_batching
+from autometa.learners._inputs import prepared
 from autometa.tasks import TaskBatch
 
 TASK_KINDS = ("classification", "regression")
@@ -82,6 +83,14 @@ class Learner(nn.Module, abc.ABC):
         self.loss_fn = task_loss_fn(task)
         self.batching = batching
 
+    def __init_subclass__(cls, **kwargs):
+        # users' own models and tensors: every meta_backward / evaluate, overridden ones too,
+        # first coerces and checks its batch and protects the network's buffers (_inputs.py)
+        super().__init_subclass__(**kwargs)
+        for name in ("meta_backward", "evaluate"):
+            if name in vars(cls):
+                setattr(cls, name, prepared(vars(cls)[name]))
+
     def space(self) -> dict:
         """The searchable hyperparameters of this learner (names are constructor arguments;
         a filler's are prefixed by its slot, e.g. ``optimizer.lr``)."""
@@ -109,12 +118,14 @@ class Learner(nn.Module, abc.ABC):
         for evaluation (inference settings, e.g. more inner steps; no graph needed).
         """
 
+    @prepared
     def meta_backward(self, batch: TaskBatch) -> dict[str, float]:
         """Accumulate the meta-gradient of the mean query loss of ``batch`` into ``.grad``."""
         _, metrics = batched(lambda m, *t: self.task_loss(m, *t, training=True), self.meta_params(),
                              batch.tensors, self._mode(batch), backward=True)
         return {k: v.mean().item() for k, v in metrics.items()}
 
+    @prepared
     def evaluate(self, batch: TaskBatch) -> dict[str, Tensor]:
         """Per-task query metrics after adaptation, shape ``(B,)`` each."""
         meta = {k: v.detach() for k, v in self.meta_params().items()}

@@ -4,6 +4,11 @@ Batch norm keeps no running statistics (:class:`BatchNorm2d`): every forward pas
 normalises with the statistics of the examples it is given, as MAML and ProtoNet do. There
 is no buffer to mutate, so a network gives the same result whether tasks are processed one
 by one, functionally, or batched with ``vmap`` (each task normalised by its own statistics).
+
+A user's own network may hold buffers, such as the running statistics of ``nn.BatchNorm1d``.
+Learners run it inside :func:`no_buffer_updates`: in ``train()`` mode batch norm uses the
+statistics of the examples it is given (as above), in ``eval()`` mode the stored running
+statistics; neither mode changes a buffer.
 """
 
 from __future__ import annotations
@@ -11,7 +16,8 @@ from __future__ import annotations
 import copy
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -142,21 +148,101 @@ def _thread_replica(module: nn.Module) -> nn.Module:
     """This thread's copy of ``module``'s structure, holding the very same parameter tensors."""
     replicas = _REPLICAS.__dict__.setdefault("by_module", weakref.WeakKeyDictionary())
     tensors = [*module.parameters(), *module.buffers()]
-    key = tuple(id(t) for t in tensors)
+    # the modes that change what a forward pass does (train/eval, batch norm's running
+    # statistics, switched by no_buffer_updates) are part of the key: a replica follows them
+    modes = tuple((m.training, getattr(m, "track_running_stats", None)) for m in module.modules())
+    key = (tuple(id(t) for t in tensors), modes)
     cached = replicas.get(module)
     if cached is None or cached[0] != key:
         cached = replicas[module] = (key, copy.deepcopy(module, {id(t): t for t in tensors}))
     return cached[1]
 
 
+@contextmanager
+def no_buffer_updates(module: nn.Module) -> Iterator[None]:
+    """Run ``module`` without changing any of its buffers.
+
+    Batch norm with running statistics (``nn.BatchNorm1d/2d/3d``) is switched to
+    ``track_running_stats=False`` while the block runs: in ``train()`` mode it normalises with
+    the statistics of the batch it is given (as MAML does), in ``eval()`` mode with the stored
+    running statistics; neither updates them, and ``num_batches_tracked`` stays as it was. Any
+    other buffer that the block changes or replaces is restored afterwards. To update running
+    statistics, run the network yourself, e.g. ``net.train(); net(x)`` under ``torch.no_grad()``.
+    """
+    norms = [m for m in module.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(owner, name, buffer, buffer.detach().clone())
+             for owner in module.modules() for name, buffer in owner._buffers.items() if buffer is not None]
+    for m in norms:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.track_running_stats = True
+        with torch.no_grad():
+            for owner, name, buffer, value in saved:
+                owner._buffers[name] = buffer
+                if buffer.shape != value.shape:
+                    buffer.set_(value)
+                elif not torch.equal(buffer, value):
+                    buffer.copy_(value)
+
+
+_NETS = {"conv4": (Conv4, ("in_channels", "out_features", "image_size")),
+         "mlp": (MLP, ("in_features", "out_features"))}
+
+
+def check_model_spec(spec: dict) -> dict:
+    """Check a ``model`` section's keys against its network's constructor; return it unchanged.
+
+    Without ``name`` the keys are checked against the union of the networks' arguments (the
+    network is chosen by the input shape when the tasks are known).
+
+    Raises:
+        ConfigError: an unknown network, or every unknown key with a did-you-mean suggestion.
+    """
+    from autometa._params import accepted_arguments, bind_arguments, did_you_mean
+
+    if not isinstance(spec, dict):
+        raise ConfigError(f"The model section must be a mapping such as {{name: mlp, hidden: [40, 40]}}. Got {spec!r}.")
+    if "architecture" in spec:  # a filler of the architecture slot, checked by the run loop (slots sit above nets)
+        if set(spec) != {"architecture"}:
+            raise ConfigError(f"model.architecture names the whole network; drop the other model keys "
+                              f"{sorted(set(spec) - {'architecture'})}.")
+        return spec
+    rest = {k: v for k, v in spec.items() if k != "name"}
+    if "name" not in spec:
+        union = set().union(*(accepted_arguments(cls, skip=skip)[0] for cls, skip in _NETS.values()))
+        bind_arguments("model", build_net, rest, skip=("spec", "in_shape", "out_features"), extra=union)
+        return spec
+    name = spec["name"]
+    if name not in _NETS:
+        raise ConfigError(f"Unknown model {name!r}{did_you_mean(name, _NETS)}; use one of {sorted(_NETS)}.")
+    cls, skip = _NETS[name]
+    bind_arguments(f"model {name!r}", cls, rest, skip=skip)
+    return spec
+
+
 def build_net(spec: dict, in_shape: tuple[int, ...], out_features: int | None) -> nn.Module:
-    """A network from a config's ``model`` section (``name``: ``conv4`` or ``mlp``)."""
+    """A network from a config's ``model`` section (``name``: ``conv4`` or ``mlp``).
+
+    Raises:
+        ConfigError: an unknown network or argument (with a suggestion), an argument of the
+            wrong type, or a network that does not fit the inputs.
+    """
     spec = dict(spec)
     name = spec.pop("name", "conv4" if len(in_shape) == 3 else "mlp")
-    if name == "conv4":
-        if len(in_shape) != 3:
-            raise ConfigError(f"conv4 needs image inputs (C, H, W). Got input shape {in_shape}; use model.name=mlp.")
-        return Conv4(in_shape[0], out_features, image_size=in_shape[-1], **spec)
-    if name == "mlp":
+    check_model_spec({"name": name, **spec})
+    if name == "conv4" and len(in_shape) != 3:
+        raise ConfigError(f"conv4 needs image inputs (C, H, W). Got input shape {in_shape}; use model.name=mlp.")
+    try:
+        if name == "conv4":
+            return Conv4(in_shape[0], out_features, image_size=in_shape[-1], **spec)
         return MLP(int(torch.tensor(in_shape).prod()), out_features, **spec)
-    raise ConfigError(f"Unknown model {name!r}; use conv4 or mlp.")
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"model {name!r} cannot be built from {spec} ({type(exc).__name__}: {exc}). "
+                          f"Check the types of its arguments, e.g. hidden: [40, 40] for mlp, hidden: 64 for "
+                          f"conv4.") from exc

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from autometa.errors import BackendUnavailableError, ConfigError, UnsupportedFeatureError
+from autometa._params import did_you_mean
+from autometa.errors import BackendUnavailableError, ConfigError, NumericalError, UnsupportedFeatureError
 from autometa.search._common import Settings, TrialPruned
 from autometa.search._result import SearchResult, TrialRecord
 from autometa.search._space import SearchSpace, apply_params
@@ -83,23 +85,74 @@ class ExperimentObjective:
             trial_dir = self.out_dir / "trials" / f"{trial.number:04d}"
             if trial_dir.exists():  # a retried or resumed trial starts again from scratch
                 shutil.rmtree(trial_dir)
-        pruned_at = []
+        pruned_at, diverged_at = [], []
 
         def callback(step: int, metrics: dict) -> bool:
-            if self.report_key in metrics:
-                trial.report(metrics[self.report_key], step)
+            value = metrics.get(self.report_key)
+            if value is not None and not math.isfinite(value):  # stop a diverged run at once
+                diverged_at.append((step, value))
+                return True
+            if value is not None:
+                trial.report(value, step)
             if trial.should_prune():
                 pruned_at.append(step)
                 return True
             return False
 
+        # a NumericalError of the run (a non-finite loss or meta-gradient, with its step) goes
+        # through to the backend, which records the trial as diverged and goes on
         results = run_experiment(config, trial_dir, callback)
         trial.set_user_attr("wall_time_s", results.get("wall_time_s"))
         trial.set_user_attr("meta_train_time_s", results.get("meta_train_time_s"))
+        if diverged_at:
+            step, value = diverged_at[0]
+            error = NumericalError(f"the validation {self.report_key[4:]} was {value} at step {step}")
+            error.step = step
+            raise error
         if pruned_at:
             raise TrialPruned(f"pruned at step {pruned_at[0]}")
         values = [metric_value(results, m) for m in self.metrics]
+        if not all(math.isfinite(v) for v in values):
+            error = NumericalError(f"the run ended with {dict(zip(self.metrics, values))}")
+            error.step = results.get("steps")
+            raise error
         return values if len(values) > 1 else values[0]
+
+
+# what ``run_experiment`` returns besides ``test`` (per-task metrics) and ``best_val``
+_RUN_NUMBERS = ("steps", "meta_batch", "meta_train_time_s", "meta_train_cpu_time_s", "test_time_s", "wall_time_s",
+                "adaptation_time_per_task_s", "flops.meta_step", "flops.per_test_task")
+_SUMMARIES = ("mean", "ci95", "std", "n")
+
+
+def task_kind(config: dict) -> str:
+    """``"regression"`` or ``"classification"``: the kind of the config's task family, read from its name."""
+    return "regression" if str(config["tasks"].get("name")) in _REGRESSION_TASKS else "classification"
+
+
+def config_metrics(config: dict) -> list[str]:
+    """The metric names a run of ``config`` reports, as ``--metric`` accepts them.
+
+    ``test.<m>`` is the mean over test tasks (``test.<m>.ci95``, ``.std``, ``.n`` also exist),
+    ``best_val`` the best validation value (the config's selection metric), the rest are costs.
+    """
+    per_task = ["accuracy", "loss"] if task_kind(config) == "classification" else ["loss"]
+    names = [f"test.{m}" for m in per_task] + ["best_val", "best_val.step"]
+    return names + list(_RUN_NUMBERS)
+
+
+def check_metrics(config: dict, metrics: list[str]) -> None:
+    """Raise a ConfigError naming every metric a run of ``config`` does not report, before any trial."""
+    known = config_metrics(config)
+    accepted = set(known) | {f"{m}.{s}" for m in known if m.startswith("test.") for s in _SUMMARIES}
+    problems = [f"{m!r}{did_you_mean(m, known)}" for m in metrics if m not in accepted]
+    if problems:
+        raise ConfigError(
+            f"--metric {', '.join(problems)}: not reported by a run of this config ({task_kind(config)} tasks "
+            f"'{config['tasks'].get('name')}'). Use one of {known} (test metrics also as .ci95, .std, .n).")
+    if config["run"].get("validate_every") == 0 and any(m.split(".")[0] == "best_val" for m in metrics):
+        raise ConfigError("--metric best_val needs validation, but the config sets run.validate_every=0. "
+                          "Set run.validate_every, or use --metric test.loss.")
 
 
 def _default_direction(metric: str) -> str:
@@ -111,9 +164,9 @@ def _config_objective(source, space: SearchSpace, metric, overrides, out_dir):
 
     config = load_config(source if isinstance(source, dict) else str(source), overrides)
     space.check_config(config)
-    regression = str(config["tasks"].get("name")) in _REGRESSION_TASKS
-    selection = "loss" if regression else "accuracy"
+    selection = "loss" if task_kind(config) == "regression" else "accuracy"
     metrics = [metric] if isinstance(metric, str) else list(metric or ["best_val"])
+    check_metrics(config, metrics)
     names = [f"val_{selection}" if m == "best_val" else m for m in metrics]
     defaults = [_default_direction(n) for n in names]
     return ExperimentObjective(config, metrics, f"val_{selection}", out_dir), names, defaults
@@ -124,18 +177,24 @@ def search(objective_or_config, space=None, *, backend: str = "optuna", n_trials
            sampler: str = "tpe", pruner: str | None = None, scheduler: str | None = None,
            storage: str | None = None, study_name: str = "autometa", out_dir: str | os.PathLike | None = None,
            resume: bool = False, timeout: float | None = None, address: str | None = None,
+           connect_timeout: float = 30.0,
            auth_token: str | None = None, num_cpus: int | None = None, resources: dict | None = None,
            max_concurrent: int | None = None, max_retries: int = 0, sampler_options: dict | None = None,
            pruner_options: dict | None = None, metric: str | list[str] | None = None,
            overrides: list[str] | dict | None = None,
-           on_trial_end: Callable[[TrialRecord], None] | None = None) -> SearchResult:
+           on_trial_end: Callable[[TrialRecord], None] | None = None,
+           before_trials: Callable[[], None] | None = None) -> SearchResult:
     """Search hyperparameters with Optuna (default), Ray Tune or NNI; one result format for all.
 
     Args:
         objective_or_config: ``objective(trial) -> float`` (a tuple of floats for several
             directions), or an experiment config (dict or YAML path): each trial then runs
             ``autometa.experiment.run_experiment`` on the config with the trial's parameters as
-            nested overrides (``learner.inner_lr``) and returns ``metric``.
+            nested overrides (``learner.inner_lr``) and returns ``metric``. A trial whose objective
+            raises :class:`autometa.errors.NumericalError` (a run that diverged; its ``step`` is
+            kept) or returns NaN / inf is recorded as pruned, with ``values`` None, a one-line
+            ``error`` naming its parameters, the step and the remedy, and
+            ``user_attrs["diverged_at_step"]``; the search goes on.
         space: the search space (dict, YAML path or :class:`SearchSpace`). Required.
         backend: ``"optuna"`` (embedded), ``"ray"`` (Ray Tune: local or a cluster) or ``"nni"``
             (NNI tuners in-process).
@@ -152,10 +211,16 @@ def search(objective_or_config, space=None, *, backend: str = "optuna", n_trials
         study_name: the study (Optuna) or experiment (Ray) name within the storage.
         out_dir: results directory (storage, per-trial runs of a config sweep).
         resume: continue the search found in the storage instead of refusing to overwrite it.
+            Finished trials are kept and count toward ``n_trials``; a trial that was running when
+            the process died runs again with the same parameters (optuna, nni: under a new number,
+            the interrupted one recorded as failed; ray: under its own number, from autometa's
+            journal ``ray_trials.jsonl``, whatever state Tune's files are in).
         timeout: stop starting trials after this many seconds (optuna, nni).
         address, auth_token, num_cpus: ray: the cluster to join (None: start a local Ray), its
             authentication token (Ray >= 2.59 clusters; default ``$RAY_AUTH_TOKEN`` or the token
             file), CPUs of a local Ray.
+        connect_timeout: ray: seconds to wait for the cluster at ``address`` to answer
+            (:class:`ClusterUnreachableError` after that).
         resources: ray: per-trial resources, e.g. ``{"cpu": 1, "gpu": 0.5}``.
         max_concurrent: trials at once (ray: concurrent trials; optuna: threads).
         max_retries: ray: retries of a failed trial (``FailureConfig(max_failures=...)``).
@@ -167,12 +232,17 @@ def search(objective_or_config, space=None, *, backend: str = "optuna", n_trials
         on_trial_end: called with each finished :class:`TrialRecord` (progress displays); if it
             has a ``begin(directions, metric_names)`` method, that is called once before the
             first trial.
+        before_trials: called once after every argument has been checked and before the
+            backend starts (the CLI claims its results directory there, so that bad input
+            writes nothing).
 
     Returns:
         A :class:`SearchResult`.
 
     Raises:
-        ConfigError: invalid space, arguments, or a space naming keys the config does not have.
+        ConfigError: invalid space, arguments, a space naming keys the config does not have, or
+            a ``metric`` the config's runs do not report (checked before any trial).
+        ClusterUnreachableError: ray: nothing answered at ``address`` within ``connect_timeout``.
         UnsupportedFeatureError: a combination the backend cannot do (Optuna pruners on Ray,
             schedulers off Ray, conditional or multi-objective spaces on NNI, ...).
         BackendUnavailableError: the backend's library is not installed.
@@ -218,6 +288,8 @@ def search(objective_or_config, space=None, *, backend: str = "optuna", n_trials
         problems.append(f"{len(default_names)} metric(s) {default_names} but {len(dirs)} direction(s) {dirs}")
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         problems.append(f"max_retries must be an integer >= 0. Got {max_retries!r}")
+    if isinstance(connect_timeout, bool) or not isinstance(connect_timeout, (int, float)) or not connect_timeout > 0:
+        problems.append(f"connect_timeout must be a number of seconds > 0. Got {connect_timeout!r}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         problems.append(f"seed must be an integer or None. Got {seed!r}")
     if problems:
@@ -230,12 +302,17 @@ def search(objective_or_config, space=None, *, backend: str = "optuna", n_trials
     settings = Settings(
         n_trials=n_trials, directions=dirs, metric_names=names, seed=seed, sampler=sampler, pruner=pruner,
         scheduler=scheduler, storage=storage, study_name=study_name, out_dir=out, resume=resume, timeout=timeout,
-        address=address, auth_token=auth_token, num_cpus=num_cpus, resources=resources,
-        max_concurrent=max_concurrent, max_retries=max_retries, sampler_options=dict(sampler_options or {}),
-        pruner_options=dict(pruner_options or {}), on_trial_end=on_trial_end)
+        address=address, connect_timeout=float(connect_timeout), auth_token=auth_token, num_cpus=num_cpus,
+        resources=resources, max_concurrent=max_concurrent, max_retries=max_retries,
+        sampler_options=dict(sampler_options or {}), pruner_options=dict(pruner_options or {}),
+        on_trial_end=on_trial_end)
+    if before_trials is not None:
+        before_trials()
     if on_trial_end is not None and hasattr(on_trial_end, "begin"):
         on_trial_end.begin(list(dirs), list(names))
-    return module.run(objective, space, settings)
+    outcome = module.run(objective, space, settings)
+    return SearchResult(backend, list(dirs), space, sorted(outcome.records, key=lambda r: r.number), list(names),
+                        outcome.info)
 
 
 def _check_support(backend, space, n_objectives, sampler, pruner, scheduler, address, resources, max_retries,

@@ -11,6 +11,7 @@ The subcommand sets ``func=run_sweep``; ``run_sweep(args)`` returns the exit sta
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -46,6 +47,8 @@ def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
     sweep.add_argument("--trials", type=int, default=20, help="trials in total, counting resumed ones (default 20)")
     sweep.add_argument("--out", help="results directory (default runs/<config>-sweep-<time>; needed with --resume)")
     sweep.add_argument("--resume", action="store_true", help="continue the sweep stored in --out")
+    sweep.add_argument("--overwrite", action="store_true",
+                       help="delete the sweep already in --out first (without it, an existing sweep is refused)")
     sweep.add_argument("--storage", help="optuna: database URL (default sqlite in --out); ray: storage_path")
     sweep.add_argument("--study-name", default="autometa", help="study (optuna) / experiment (ray) name")
     sweep.add_argument("--sampler", default="tpe",
@@ -62,6 +65,8 @@ def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
                        help="override a config value for every trial, e.g. --set outer.steps=500 (repeatable)")
     sweep.add_argument("--timeout", type=float, help="optuna/nni: start no trial after this many seconds")
     sweep.add_argument("--address", help="ray: cluster address host:port (default: start a local Ray)")
+    sweep.add_argument("--connect-timeout", type=float, default=30.0,
+                       help="ray: seconds to wait for the cluster at --address to answer (default 30)")
     sweep.add_argument("--auth-token", help="ray: the cluster's token (default $RAY_AUTH_TOKEN or ~/.ray/auth_token)")
     sweep.add_argument("--num-cpus", type=int, help="ray: CPUs of a local Ray (default: all)")
     sweep.add_argument("--resources", help="ray: resources per trial, e.g. cpu=1,gpu=0.5 (default cpu=1)")
@@ -88,6 +93,8 @@ class _Progress:
 
     def __call__(self, record) -> None:
         self.counts[record.state] = self.counts.get(record.state, 0) + 1
+        if "diverged_at_step" in record.user_attrs:  # one line per diverged trial, above the bar
+            self.bar.write(f"trial {record.number} {record.error}", file=sys.stderr)
         if record.state == "complete" and record.values:
             value = record.values[0]
             if self.best is None or self.sign * value < self.sign * self.best:
@@ -103,34 +110,41 @@ class _Progress:
 
 def run_sweep(args: argparse.Namespace) -> int:
     """Run ``autometa sweep`` from parsed arguments; write the results; return the exit status."""
-    import logging
 
+    from autometa.experiment._outdir import claim_out_dir
     from autometa.search._api import search
 
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out: the results directory of the sweep to continue.")
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume continues the sweep in --out and --overwrite deletes it; pass one of them.")
     out = Path(args.out or Path("runs") / f"{Path(args.config).stem}-sweep-{time.strftime('%Y%m%d-%H%M%S')}")
     directions = args.direction
     if directions and args.metric and len(directions) != len(args.metric):
         raise ConfigError(f"Give one --direction per --metric. Got {len(args.metric)} metric(s) and "
                           f"{len(directions)} direction(s).")
     if args.backend in ("optuna", "ray") or args.sampler == "tpe":
-        import optuna  # a core dependency; its INFO line per trial would break the progress bar
+        from autometa.search._optuna import quiet_logging
 
-        optuna.logging.set_verbosity(logging.WARNING)
+        quiet_logging()  # Optuna's INFO line per trial would break the progress bar
     progress = _Progress(args.trials, args.backend)
     try:
         result = search(
             args.config, args.space, backend=args.backend, n_trials=args.trials,
             directions=directions, seed=args.seed, sampler=args.sampler, pruner=args.pruner,
             scheduler=args.scheduler, storage=args.storage, study_name=args.study_name, out_dir=out,
-            resume=args.resume, timeout=args.timeout, address=args.address, auth_token=args.auth_token,
+            resume=args.resume, timeout=args.timeout, address=args.address, connect_timeout=args.connect_timeout,
+            auth_token=args.auth_token,
             num_cpus=args.num_cpus, resources=_resources(args.resources), max_concurrent=args.max_concurrent,
-            max_retries=args.max_retries, metric=args.metric, overrides=args.set, on_trial_end=progress)
+            max_retries=args.max_retries, metric=args.metric, overrides=args.set, on_trial_end=progress,
+            # claimed once the arguments are checked: a bad argument writes nothing, and an existing
+            # sweep (any backend) or another command's directory is refused without --resume/--overwrite
+            before_trials=lambda: claim_out_dir(out, "sweep", resume=args.resume, overwrite=args.overwrite))
     finally:
         progress.close()
     files = result.write(out)
     counts = {s: sum(t.state == s for t in result.trials) for s in ("complete", "pruned", "failed")}
+    counts["diverged"] = sum("diverged_at_step" in t.user_attrs for t in result.trials)  # among the pruned
     print(f"{len(result.trials)} trials ({counts}) with {result.backend} in {result.info.get('wall_time_s')} s")
     if result.completed and not result.multi_objective:
         best = result.best_trial

@@ -37,10 +37,9 @@ from contextlib import contextmanager
 import numpy as np
 
 from autometa.errors import ConfigError
-from autometa.search._common import Settings, TrialPruned, error_text
-from autometa.search._result import SearchResult, TrialRecord
+from autometa.search._common import BackendRun, Settings, TrialDiverged, TrialPruned, TrialRecord, error_text
 from autometa.search._space import Param, SearchSpace
-from autometa.search._trial import Trial, check_objective_value
+from autometa.search._trial import Trial, run_objective
 
 TUNERS = ("tpe", "random", "evolution")
 JOURNAL = "nni_trials.jsonl"
@@ -159,7 +158,7 @@ def _read_journal(path) -> tuple[list[TrialRecord], list[dict]]:
     return [ended[n] for n in sorted(ended)], [started[n] for n in sorted(started) if n not in ended]
 
 
-def run(objective, space: SearchSpace, settings: Settings) -> SearchResult:
+def run(objective, space: SearchSpace, settings: Settings) -> BackendRun:
     """Run the search with an NNI tuner in-process; see :func:`autometa.search` for the arguments."""
     logging.getLogger("nni").setLevel(logging.WARNING)  # NNI logs every proposal at INFO
     journal = settings.out_dir / JOURNAL if settings.out_dir is not None else None
@@ -190,6 +189,7 @@ def run(objective, space: SearchSpace, settings: Settings) -> SearchResult:
     log = open(journal, "a") if journal is not None else None
     finished = len(kept)
     retry = [entry["params"] for entry in interrupted]
+    exhausted = False
     start = time.perf_counter()
     try:
         while finished < settings.n_trials:
@@ -201,8 +201,14 @@ def run(objective, space: SearchSpace, settings: Settings) -> SearchResult:
                 params = retry.pop(0)
                 from_tuner = False
             else:
-                with _private_global_rng(rng_state):
-                    raw = tuner.generate_parameters(number)
+                import nni
+
+                try:
+                    with _private_global_rng(rng_state):
+                        raw = tuner.generate_parameters(number)
+                except nni.NoMoreTrialError:  # a small discrete space, every point tried: stop here
+                    exhausted = True
+                    break
                 params = {p.name: _from_nni(p, raw[p.name]) for p in space}
                 from_tuner = True
             if log:
@@ -212,7 +218,10 @@ def run(objective, space: SearchSpace, settings: Settings) -> SearchResult:
             began = time.perf_counter()
             state, values, error = "complete", None, None
             try:
-                values = check_objective_value(objective(trial), 1)
+                values = run_objective(objective, trial, 1)
+            except TrialDiverged as exc:
+                state, error = "pruned", str(exc)
+                trial.set_user_attr("diverged_at_step", exc.step)
             except TrialPruned:
                 state = "pruned"
                 if trial.intermediate:
@@ -244,6 +253,6 @@ def run(objective, space: SearchSpace, settings: Settings) -> SearchResult:
             log.close()
     info = {"sampler": settings.sampler, "pruner": settings.pruner, "seed": settings.seed,
             "journal": str(journal) if journal else None, "resumed_from": len(kept) + len(interrupted),
-            "interrupted_rerun": len(interrupted), "wall_time_s": round(time.perf_counter() - start, 3)}
-    return SearchResult("nni", list(settings.directions), space, sorted(records, key=lambda r: r.number),
-                        list(settings.metric_names), info)
+            "interrupted_rerun": len(interrupted), "space_exhausted": exhausted,
+            "wall_time_s": round(time.perf_counter() - start, 3)}
+    return BackendRun(records, info)

@@ -25,10 +25,9 @@ import optuna
 from optuna.trial import TrialState
 
 from autometa.errors import BackendUnavailableError, ConfigError, UnsupportedFeatureError
-from autometa.search._common import Settings, TrialPruned, error_text
-from autometa.search._result import SearchResult, TrialRecord
+from autometa.search._common import BackendRun, Settings, TrialDiverged, TrialPruned, TrialRecord, error_text
 from autometa.search._space import Param, SearchSpace
-from autometa.search._trial import Trial, check_objective_value
+from autometa.search._trial import Trial, run_objective
 
 SAMPLERS = ("tpe", "cmaes", "gp", "random", "grid", "nsga2")
 PRUNERS = ("median", "successive_halving", "hyperband")
@@ -154,7 +153,9 @@ def to_record(frozen) -> TrialRecord | None:
         error = "interrupted: the sweep process stopped during this trial; it was re-run with the same parameters"
     values = frozen.values
     intermediate = {int(k): float(v) for k, v in frozen.intermediate_values.items()}
-    if state == "pruned" and values is None and intermediate:
+    if state == "pruned" and "diverged_at_step" in attrs:
+        values = None  # Optuna keeps the last report as a pruned trial's value; a diverged run has none
+    elif state == "pruned" and values is None and intermediate:
         values = [intermediate[max(intermediate)]]
     if state == "failed" and error is None:
         error = frozen.system_attrs.get("fail_reason", "failed (Optuna recorded no reason)")
@@ -174,7 +175,25 @@ def _recover_interrupted(study) -> int:
     return len(stale)
 
 
-def run(objective, space: SearchSpace, settings: Settings) -> SearchResult:
+def fanova_importances(trials: list[TrialRecord], params: list[Param], direction: str, objective: int = 0,
+                       seed: int = 0) -> dict[str, float]:
+    """fANOVA importances of ``params`` over complete ``trials`` (see ``SearchResult.importances``)."""
+    distributions = {p.name: to_distribution(p) for p in params}
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study created" line for a scratch study
+    try:
+        study = optuna.create_study(direction=direction)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    for t in trials:
+        study.add_trial(optuna.trial.create_trial(
+            params={n: t.params[n] for n in distributions}, distributions=distributions, value=t.values[objective]))
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
+    scores = optuna.importance.get_param_importances(study, evaluator=evaluator, params=list(distributions))
+    return {name: float(score) for name, score in scores.items()}
+
+
+def run(objective, space: SearchSpace, settings: Settings) -> BackendRun:
     """Run the search with Optuna; see :func:`autometa.search` for the arguments."""
     url = storage_url(settings)
     existing = None
@@ -207,8 +226,11 @@ def run(objective, space: SearchSpace, settings: Settings) -> SearchResult:
     def wrapped(optuna_trial):
         trial = OptunaTrial(optuna_trial, space, suggest_space(optuna_trial, space), multi)
         try:
-            value = objective(trial)
+            values = run_objective(objective, trial, settings.n_objectives)
         except TrialPruned as exc:
+            if isinstance(exc, TrialDiverged):  # pruned, so that Optuna logs no traceback for it
+                optuna_trial.set_user_attr("autometa_error", str(exc))
+                optuna_trial.set_user_attr("diverged_at_step", exc.step)
             raise optuna.TrialPruned(str(exc)) from exc
         except Exception as exc:
             optuna_trial.set_user_attr("autometa_error", error_text(exc))
@@ -216,11 +238,6 @@ def run(objective, space: SearchSpace, settings: Settings) -> SearchResult:
         finally:
             for key, item in trial.user_attrs.items():
                 optuna_trial.set_user_attr(key, item)
-        try:
-            values = check_objective_value(value, settings.n_objectives)
-        except ConfigError as exc:
-            optuna_trial.set_user_attr("autometa_error", error_text(exc))
-            raise
         return values if multi else values[0]
 
     callbacks = []
@@ -238,5 +255,9 @@ def run(objective, space: SearchSpace, settings: Settings) -> SearchResult:
     info = {"sampler": settings.sampler, "pruner": settings.pruner, "seed": settings.seed, "storage": url,
             "study_name": settings.study_name, "resumed_from": before, "interrupted_rerun": interrupted,
             "wall_time_s": round(time.perf_counter() - start, 3)}
-    return SearchResult("optuna", list(settings.directions), space, sorted(records, key=lambda r: r.number),
-                        list(settings.metric_names), info)
+    return BackendRun(records, info)
+
+
+def quiet_logging() -> None:
+    """Silence Optuna's INFO line per trial (callers that show a progress bar instead)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -5,58 +5,14 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from autometa.errors import ConfigError
+from autometa.search._common import STATES, TrialRecord
 from autometa.search._space import SearchSpace
 
-STATES = ("complete", "pruned", "failed")
-
-
-@dataclass
-class TrialRecord:
-    """What happened in one trial.
-
-    Attributes:
-        number: the trial's number, from 0, unique within a search.
-        params: the values of the active parameters.
-        state: ``"complete"``, ``"pruned"`` or ``"failed"``.
-        values: the objective value(s) (None for a failed trial; the last reported value for a
-            pruned one when there is one).
-        intermediate: ``{step: value}`` reported with ``trial.report``.
-        duration_s: wall time of the trial.
-        error: the exception (type and message) of a failed trial.
-        user_attrs: values attached with ``trial.set_user_attr``.
-        backend_id: the backend's own id for the trial (Optuna trial id, Ray trial id, ...).
-    """
-
-    number: int
-    params: dict
-    state: str
-    values: list[float] | None = None
-    intermediate: dict[int, float] = field(default_factory=dict)
-    duration_s: float | None = None
-    error: str | None = None
-    user_attrs: dict = field(default_factory=dict)
-    backend_id: str | None = None
-
-    @property
-    def value(self) -> float | None:
-        """The objective value of a single-objective trial."""
-        return None if self.values is None else self.values[0]
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["intermediate"] = {str(k): v for k, v in self.intermediate.items()}
-        return out
-
-    @classmethod
-    def from_dict(cls, raw: dict) -> TrialRecord:
-        raw = dict(raw)
-        raw["intermediate"] = {int(k): float(v) for k, v in raw.get("intermediate", {}).items()}
-        return cls(**raw)
-
+__all__ = ["STATES", "SearchResult", "TrialRecord"]
 
 def _dominates(a: list[float], b: list[float], signs: list[float]) -> bool:
     better_or_equal = all(s * x <= s * y for x, y, s in zip(a, b, signs))
@@ -199,9 +155,9 @@ class SearchResult:
         References: Hutter, Hoos & Leyton-Brown 2014, "An Efficient Approach for Assessing
         Hyperparameter Importance".
         """
-        import optuna
-
-        from autometa.search._optuna import to_distribution
+        # Optuna is imported by its backend module only; the dependency points from the results
+        # to the backend (the backends return records, never a SearchResult), so there is no cycle
+        from autometa.search._optuna import fanova_importances
 
         done = self.completed
         if len(done) < 2:
@@ -209,21 +165,9 @@ class SearchResult:
         common = [n for n in self.space.names if all(n in t.params for t in done)]
         if not common:
             raise ConfigError("No parameter is present in every complete trial, so none can be rated.")
-        distributions = {n: to_distribution(self.space[n]) for n in common}
-        verbosity = optuna.logging.get_verbosity()
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study created" line for a scratch study
-        try:
-            study = optuna.create_study(direction=self.directions[objective])
-        finally:
-            optuna.logging.set_verbosity(verbosity)
-        for t in done:
-            study.add_trial(optuna.trial.create_trial(
-                params={n: t.params[n] for n in common}, distributions=distributions, value=t.values[objective]))
         if len({t.values[objective] for t in done}) == 1:
             raise ConfigError("Every complete trial has the same value, so no parameter can be rated important.")
-        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
-        scores = optuna.importance.get_param_importances(study, evaluator=evaluator, params=common)
-        return {name: float(score) for name, score in scores.items()}
+        return fanova_importances(done, [self.space[n] for n in common], self.directions[objective], objective, seed)
 
     def plot_history(self, path: str | os.PathLike, objective: int = 0) -> Path:
         """Objective value of each trial and the best so far, by trial number (PNG)."""
@@ -242,6 +186,7 @@ class SearchResult:
         if xs:
             ax.step(xs, ys, where="post", color="black", label="best so far")
         ax.set_xlabel("trial")
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))  # trials are whole numbers
         ax.set_ylabel(f"{self.metric_names[objective]} ({self.directions[objective]})")
         ax.set_title(f"Optimization history ({self.backend})")
         ax.legend()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from autometa.errors import ConfigError, UnsupportedFeatureError
+from autometa.errors import ConfigError, NumericalError, UnsupportedFeatureError
+from autometa.search._common import TrialDiverged, diverged
 from autometa.search._space import Param, SearchSpace
 
 
@@ -129,5 +130,22 @@ def check_objective_value(value, n_objectives: int) -> list[float]:
     except (TypeError, ValueError):
         raise ConfigError(f"The objective must return numbers. Got {value!r}.") from None
     if not all(math.isfinite(v) for v in out):
-        raise ConfigError(f"The objective returned a non-finite value {out}; the trial is counted as failed.")
+        raise NumericalError(f"the objective returned the non-finite value(s) {out}")
     return out
+
+
+def run_objective(objective, trial: Trial, n_objectives: int) -> list[float]:
+    """``objective(trial)`` as ``n_objectives`` finite floats; every backend calls objectives through this.
+
+    Raises:
+        TrialDiverged: the objective raised :class:`NumericalError` (a run that diverged, with
+            its ``step`` when it has one) or returned NaN / inf; backends record the trial as
+            pruned with a one-line message and go on.
+        TrialPruned, ConfigError, ...: whatever the objective raised, unchanged.
+    """
+    try:
+        return check_objective_value(objective(trial), n_objectives)
+    except TrialDiverged:
+        raise
+    except NumericalError as exc:
+        raise diverged(trial.params, getattr(exc, "step", None), str(exc)) from exc

@@ -16,6 +16,8 @@ rather than as hidden module state:
 =========  ==============================================================================
 optimizer  ``init(params, meta) -> state``; ``update(grads, state, params, meta) -> (params, state)``
 loss       ``loss(outputs, targets, meta) -> per-sample losses``
+weighting  ``weighting(losses, outputs, targets, meta) -> per-sample weights``
+reward     ``reward(observations, actions, extrinsic, meta) -> per-step rewards``
 =========  ==============================================================================
 
 ``meta=None`` means "my own current meta-parameters", for use outside an estimator.
@@ -31,7 +33,7 @@ from torch import Tensor, nn
 from autometa._params import bind_arguments, did_you_mean
 from autometa.errors import ConfigError
 
-SLOTS = ("optimizer", "loss", "architecture")
+SLOTS = ("optimizer", "loss", "weighting", "reward", "architecture")
 
 # slot -> name -> filler class; filled by register_filler (the slot packages register theirs)
 FILLERS: dict[str, dict[str, type[Filler]]] = {slot: {} for slot in SLOTS}

@@ -8,13 +8,13 @@ from autometa.tasks._attributes import (
 )
 from autometa.tasks._base import TaskBatch, TaskDistribution
 from autometa.tasks._classification import FewShotClassification, omniglot_splits, split_classes
-from autometa.tasks._factory import SPLITS, make_tasks
+from autometa.tasks._factory import SPLITS, check_tasks_spec, make_tasks, split_rotations
 from autometa.tasks._l2o import MLPFamily, MLPProblem, QuadraticFamily, QuadraticProblem
 from autometa.tasks._regression import RandomQuadratics, Sinusoid
 
 __all__ = [
     "SEVEN_SEGMENT", "ClassAttributeTasks", "seven_segment_mnist", "seven_segment_vectors",
     "TaskBatch", "TaskDistribution", "FewShotClassification", "omniglot_splits", "split_classes",
-    "SPLITS", "make_tasks", "RandomQuadratics", "Sinusoid", "MLPFamily", "MLPProblem", "QuadraticFamily",
-    "QuadraticProblem",
+    "SPLITS", "check_tasks_spec", "make_tasks", "split_rotations", "RandomQuadratics", "Sinusoid", "MLPFamily",
+    "MLPProblem", "QuadraticFamily", "QuadraticProblem",
 ]

@@ -29,7 +29,10 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from autometa.hypergrad import Unrolled
 from autometa.learners import MAML
+from autometa.learners._reward import Batch, lirpg_problem
+from autometa.learners._weighting import lookahead_problem
 from autometa.slots import FILLERS, Filler, build_filler
 
 Factory = Callable[[], Filler]
@@ -73,6 +76,14 @@ def _outputs(filler: Filler, seed: int) -> list[Tensor]:
     if filler.slot == "loss":
         outputs, targets = _loss_inputs(filler, seed)
         return [filler.loss(outputs, targets).detach()]
+    if filler.slot == "weighting":
+        losses, outputs, targets = _weighting_inputs(seed)
+        filler.double()
+        meta = {**filler.meta_params(), **filler.batch_meta(len(losses), losses.dtype)} or None
+        return [filler.weighting(losses, outputs, targets, meta).detach()]
+    if filler.slot == "reward":
+        filler.double()
+        return [filler.reward(*_reward_inputs(filler, seed)).detach()]
     if filler.slot == "architecture":
         network, params, x, _ = _architecture_inputs(filler, seed)
         return [filler.logits(network, params, x).detach()]
@@ -217,6 +228,18 @@ def check_pure(factory: Factory | Filler, seed: int = 0) -> None:
         before = [v.clone() for v in (*params.values(), *grads.values(), *state.values())]
         filler.update(grads, state, params)
         after = (*params.values(), *grads.values(), *state.values())
+    elif filler.slot == "reward":
+        filler.double()
+        inputs = _reward_inputs(filler, seed)
+        before = [t.clone() for t in inputs]
+        filler.reward(*inputs)
+        after = inputs
+    elif filler.slot == "weighting":
+        inputs = _weighting_inputs(seed)
+        filler.double()
+        before = [t.clone() for t in inputs]
+        filler.weighting(*inputs)
+        after = inputs
     elif filler.slot == "architecture":
         network, params, x, _ = _architecture_inputs(filler, seed)
         meta = {k: v.detach().clone() for k, v in filler.meta_params().items()}
@@ -238,6 +261,10 @@ def check_meta_gradient(factory: Factory | Filler, seed: int = 0, eps: float = 1
     equals a central finite difference in float64 (``probes`` coordinates)."""
     filler = _fresh(factory)
     slot = filler.slot
+    if slot == "weighting":
+        return _check_weighting_meta_gradient(filler, seed, eps, probes)
+    if slot == "reward":
+        return _check_reward_meta_gradient(filler, seed, eps, probes)
     if slot == "architecture":
         return _check_architecture_meta_gradient(filler, seed, eps, probes)
     kind = _kind(filler) if slot == "loss" else "regression"
@@ -272,6 +299,101 @@ def check_meta_gradient(factory: Factory | Filler, seed: int = 0, eps: float = 1
                 plus = query_loss().item()
                 flat[i] = original - eps
                 minus = query_loss().item()
+                flat[i] = original
+            fd = torch.tensor((plus - minus) / (2 * eps), dtype=torch.float64)
+            _close(grad.view(-1)[i], fd, f"meta-gradient of {name}[{i}] vs finite difference", rtol=1e-4, atol=1e-7)
+
+
+# --- the weighting slot: fixed inputs and the meta-gradient through a one-step look-ahead -------------
+
+def _weighting_inputs(seed: int):
+    g = torch.Generator().manual_seed(seed)
+    outputs = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    targets = torch.randint(0, 4, (6,), generator=g)
+    losses = torch.nn.functional.cross_entropy(outputs, targets, reduction="none")
+    return losses, outputs, targets
+
+
+def _check_weighting_meta_gradient(filler: Filler, seed: int, eps: float, probes: int) -> None:
+    """The meta-gradient of the clean loss after a one-step look-ahead (persistent and per-batch ω)
+    equals a central finite difference in float64."""
+    from autometa.slots.loss import CrossEntropy
+
+    filler.double()
+    model = _net(seed, 4)
+    params = dict(model.named_parameters())
+    g = torch.Generator().manual_seed(seed)
+    x, x_clean = (torch.randn(n, 3, generator=g, dtype=torch.float64) for n in (10, 6))
+    y, y_clean = (torch.randint(0, 4, (n,), generator=g) for n in (10, 6))
+    meta = {k: v.detach().clone().requires_grad_(True)
+            for k, v in {**filler.meta_params(), **filler.batch_meta(10, torch.float64)}.items()}
+    if not meta:
+        return  # a fixed rule: nothing to differentiate
+    problem = lookahead_problem(model, params, filler, CrossEntropy(), x, y, x_clean, y_clean, lr=0.5)
+
+    def clean_loss() -> Tensor:
+        return Unrolled()(problem, meta)[0]
+
+    grads = torch.autograd.grad(clean_loss(), list(meta.values()), allow_unused=True)
+    for name, grad in zip(meta, grads):
+        if grad is None:
+            raise AssertionError(f"the meta-gradient does not reach {name}: the filler must compute with the "
+                                 f"meta-parameters passed in `meta`, not with its own attributes")
+        flat = meta[name].detach().view(-1)
+        for i in torch.randperm(flat.numel(), generator=g)[:probes].tolist():
+            original = flat[i].item()
+            with torch.no_grad():
+                flat[i] = original + eps
+                plus = clean_loss().item()
+                flat[i] = original - eps
+                minus = clean_loss().item()
+                flat[i] = original
+            fd = torch.tensor((plus - minus) / (2 * eps), dtype=torch.float64)
+            _close(grad.view(-1)[i], fd, f"meta-gradient of {name}[{i}] vs finite difference", rtol=1e-4, atol=1e-7)
+
+
+# --- the reward slot: fixed trajectories and the meta-gradient through LIRPG's policy step -----------
+
+def _reward_inputs(filler: Filler, seed: int, steps: int = 12):
+    g = torch.Generator().manual_seed(seed)
+    dim, actions = getattr(filler, "observation_dim", 4), getattr(filler, "num_actions", 2)
+    observations = torch.randn(steps, dim, generator=g, dtype=torch.float64)
+    return (observations, torch.randint(0, actions, (steps,), generator=g),
+            (torch.rand(steps, generator=g, dtype=torch.float64) > 0.7).double())
+
+
+def _check_reward_meta_gradient(filler: Filler, seed: int, eps: float, probes: int) -> None:
+    """The meta-gradient of the extrinsic objective after one policy-gradient step on the mixed reward
+    equals a central finite difference in float64."""
+    filler.double()
+    meta = {k: v.detach().clone().requires_grad_(True) for k, v in filler.meta_params().items()}
+    if not meta:
+        return  # a fixed rule: nothing to differentiate
+    observations, actions, extrinsic = _reward_inputs(filler, seed)
+    torch.manual_seed(seed)
+    policy = nn.Linear(observations.shape[1], getattr(filler, "num_actions", 2)).double()
+    dones = torch.zeros(len(actions), dtype=torch.bool)
+    dones[[5, -1]] = True
+    batch = Batch(observations, actions, extrinsic, dones, torch.zeros(2))
+    problem = lirpg_problem(policy, dict(policy.named_parameters()), filler, batch, lr=0.5, gamma=0.9)
+
+    def objective() -> Tensor:
+        return Unrolled()(problem, meta)[0]
+
+    grads = torch.autograd.grad(objective(), list(meta.values()), allow_unused=True)
+    g = torch.Generator().manual_seed(seed)
+    for name, grad in zip(meta, grads):
+        if grad is None:
+            raise AssertionError(f"the meta-gradient does not reach {name}: the filler must compute with the "
+                                 f"meta-parameters passed in `meta`, not with its own attributes")
+        flat = meta[name].detach().view(-1)
+        for i in torch.randperm(flat.numel(), generator=g)[:probes].tolist():
+            original = flat[i].item()
+            with torch.no_grad():
+                flat[i] = original + eps
+                plus = objective().item()
+                flat[i] = original - eps
+                minus = objective().item()
                 flat[i] = original
             fd = torch.tensor((plus - minus) / (2 * eps), dtype=torch.float64)
             _close(grad.view(-1)[i], fd, f"meta-gradient of {name}[{i}] vs finite difference", rtol=1e-4, atol=1e-7)

@@ -176,3 +176,28 @@ def test_array_dataset_subset_keeps_meta_aligned():
     part = dataset.subset(dataset.y == 1, name="ones")
     assert len(part) == 2 and part.name == "ones" and part.meta["group"].tolist() == [6, 8]
     assert part.x.tolist() == [[2, 3], [6, 7]] and dataset.classes.tolist() == [0, 1, 2]
+
+
+# ----------------------------------------------------------------- malformed arrays (issue #17)
+
+@pytest.mark.parametrize("arrays, fragments", [
+    ({"x_train": np.zeros((6, 784), np.uint8)}, ["'x_train'", "(6, 784)", "(n, 28, 28)"]),     # 1-D images
+    ({"x_train": np.zeros((6, 28, 28), np.complex64)}, ["'x_train'", "complex64"]),           # not pixels
+    ({"y_train": np.zeros(5, np.uint8)}, ["'y_train'", "(5,)", "one row per image (6)"]),     # too few labels
+    ({"y_train": np.zeros((6, 1), np.uint8)}, ["'y_train'", "(6, 1)", "(n,) integer labels"]),
+])
+def test_malformed_mnist_arrays_name_the_file_and_the_expected_shape(tmp_path, arrays, fragments):
+    _write_mnist_like(tmp_path, **arrays)
+    with pytest.raises(DataIntegrityError) as info:
+        load_mnist(tmp_path)
+    for fragment in [str(tmp_path / "mnist.npz"), *fragments, "fetch it again"]:
+        assert fragment in str(info.value)
+
+
+def test_malformed_omniglot_arrays_name_the_file(tmp_path, omniglot_arrays):
+    rows = np.r_[0:20, 19280:19300]
+    arrays = {k: v[rows] for k, v in omniglot_arrays.items() if k != "alphabet_names"}
+    arrays["drawer"] = arrays["drawer"][:-1]  # one entry short
+    np.savez_compressed(tmp_path / "omniglot.npz", alphabet_names=omniglot_arrays["alphabet_names"], **arrays)
+    with pytest.raises(DataIntegrityError, match=r"omniglot\.npz: array 'drawer' has shape \(39,\)"):
+        load_omniglot(tmp_path)

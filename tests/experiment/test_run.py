@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from autometa.cli import main
-from autometa.errors import AutometaError, CheckpointError, ConfigError
+from autometa.errors import AutometaError, CheckpointError, ConfigError, ResultsDirError
 from autometa.experiment import load_config, run_experiment
 
 SINE = {
@@ -44,9 +44,31 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path):
     full = run_experiment(SINE, tmp_path / "full")
     # the "interrupted" run stops after 8 steps, then resumes to 12
     run_experiment(SINE, tmp_path / "part", overrides=["outer.steps=8"])
-    resumed = run_experiment(SINE, tmp_path / "part", resume=True)
+    resumed = run_experiment(SINE, tmp_path / "part", resume=True, overrides=["outer.steps=12"])
     assert resumed["test"] == full["test"] and resumed["best_val"] == full["best_val"]
+    assert resumed["resumed_from_step"] == 8 and resumed["steps"] == 12
     assert strip_times(read_metrics(tmp_path / "part")) == strip_times(read_metrics(tmp_path / "full"))
+
+
+def test_resume_without_overrides_keeps_the_runs_own_steps(tmp_path, capsys):
+    # issue #16: a run started with --set outer.steps=N and resumed without it ends at N, not at the file's steps
+    import yaml
+
+    config = tmp_path / "sine.yaml"
+    config.write_text(yaml.safe_dump({**SINE, "outer": {**SINE["outer"], "steps": 70000}}))
+    out = tmp_path / "run"
+    run_experiment(str(config), out, overrides=["outer.steps=6", "run.checkpoint_every=2"])
+    ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    ckpt["step"] = 4  # as if killed after the checkpoint of step 4
+    torch.save(ckpt, out / "checkpoints" / "last.pt")
+    # (the time budget only bounds the test should the file's 70000 steps win)
+    results = run_experiment(str(config), out, resume=True, overrides=["run.progress=true", "run.time_budget_s=30"])
+    assert results["steps"] == 6 and results["resumed_from_step"] == 4
+    assert yaml.safe_load((out / "config.yaml").read_text())["outer"]["steps"] == 6
+    assert f"resuming {out} at step 4 of 6" in capsys.readouterr().err
+    # through the CLI, without the config file: the run's own config.yaml
+    assert main(["run", "--out", str(out), "--resume", "--set", "outer.steps=8", "--set", "run.progress=false"]) == 0
+    assert json.loads((out / "results.json").read_text())["steps"] == 8
 
 
 def test_same_seed_same_numbers_other_seed_other_numbers():
@@ -59,9 +81,15 @@ def test_same_seed_same_numbers_other_seed_other_numbers():
 def test_existing_run_is_not_overwritten(tmp_path):
     run_experiment(SINE, tmp_path / "run", overrides=["outer.steps=4"])
     before = (tmp_path / "run" / "metrics.jsonl").read_text()
-    with pytest.raises(ConfigError, match="--resume"):
+    with pytest.raises(ResultsDirError, match="--resume.*--overwrite"):
         run_experiment(SINE, tmp_path / "run")
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
+    # an explicit --overwrite replaces it, but only once the new config is known to be good
+    with pytest.raises(ConfigError, match="shot"):
+        run_experiment(SINE, tmp_path / "run", overwrite=True, overrides=["tasks.shot=5"])
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
+    assert run_experiment(SINE, tmp_path / "run", overwrite=True, overrides=["outer.steps=2"])["steps"] == 2
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() != before
 
 
 def test_corrupted_checkpoint_is_one_clear_error_and_loses_nothing(tmp_path):
@@ -142,7 +170,7 @@ def test_resume_accepts_a_run_saved_before_a_new_default_was_added(tmp_path):
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     del saved["run"]["count_flops"]  # as written by an older autometa
     (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(saved))
-    assert run_experiment(SINE, tmp_path / "run", resume=True)["steps"] == 12
+    assert run_experiment(SINE, tmp_path / "run", resume=True, overrides=["outer.steps=12"])["steps"] == 12
 
 
 def test_flops_are_counted_for_threaded_conv_learners():
@@ -169,3 +197,12 @@ def test_evaluate_a_finished_run_on_other_tasks(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before  # nothing written into the run
     assert main(["evaluate", str(tmp_path / "run")]) == 2  # no best.pt without validation: one clear error
     assert "No checkpoint" in capsys.readouterr().err
+
+
+def test_resume_repeating_the_original_command_is_accepted_and_a_changed_one_refused(tmp_path):
+    run_experiment(SINE, tmp_path / "run", overrides=["outer.steps=4", "learner.inner_lr=0.02"])
+    with pytest.raises(CheckpointError, match=r"\['learner.inner_lr'\].*autometa run --resume --out"):
+        run_experiment(SINE, tmp_path / "run", resume=True)  # the file without the original --set
+    resumed = run_experiment(SINE, tmp_path / "run", resume=True,
+                             overrides=["outer.steps=6", "learner.inner_lr=0.02"])  # the same command, extended
+    assert resumed["steps"] == 6 and resumed["resumed_from_step"] == 4

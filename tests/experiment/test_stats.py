@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from autometa.experiment import format_ci, mean_ci, paired_difference
+from autometa.experiment import format_ci, mean_ci
 
 
 def test_mean_ci_known_answer():
@@ -19,25 +19,6 @@ def test_large_sample_ci_approaches_normal():
 def test_single_value_has_no_interval():
     assert mean_ci([0.5]) == {"mean": 0.5, "ci95": None, "std": None, "n": 1}
     assert format_ci(mean_ci([0.5])) == "0.50"
-
-
-def test_zero_paired_difference_is_not_significant():
-    a = np.random.default_rng(1).random(50)
-    out = paired_difference(a, a)
-    assert out["mean"] == 0 and out["ci95"] == 0 and not out["significant"] and out["p_value"] == 1.0
-
-
-def test_clear_paired_difference_is_significant():
-    rng = np.random.default_rng(2)
-    ref = rng.random(100)
-    out = paired_difference(ref + 0.1 + 0.01 * rng.normal(size=100), ref)
-    assert out["significant"] and out["p_value"] < 1e-10 and out["mean"] == pytest.approx(0.1, abs=0.01)
-
-
-def test_noise_difference_is_not_significant():
-    rng = np.random.default_rng(3)
-    out = paired_difference(rng.normal(size=30), rng.normal(size=30))
-    assert out["p_value"] > 0.05 and not out["significant"]
 
 
 def test_format():

@@ -1,7 +1,8 @@
-"""Every registered learner goes through the same checks (seeded determinism, save and reload,
-meta-gradients reach the meta-parameters, bad input)."""
+"""Every registered learner goes through the same checks, :func:`autometa.testing.check_learner`
+(seeded determinism, save and reload, meta-gradients reach the meta-parameters, bad input, float64
+meta-gradient vs finite differences)."""
 
-import io
+import contextlib
 
 import numpy as np
 import pytest
@@ -9,9 +10,10 @@ import torch
 
 from autometa.data import ArrayDataset
 from autometa.errors import AutometaError
-from autometa.learners import LEARNERS, build_learner
+from autometa.learners import FOMAML, LEARNERS, MAML, _inputs, build_learner
 from autometa.nets import Conv4
 from autometa.tasks import FewShotClassification
+from autometa.testing import CHECKS, check_learner
 
 
 def tiny_tasks():
@@ -36,46 +38,16 @@ SPECIAL_TASKS = {"zeroshot_protonet"}
 NAMES = sorted(set(LEARNERS) - SPECIAL_TASKS)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_meta_backward_is_deterministic_and_reaches_meta_params(name):
-    batch = tiny_tasks().sample(2, torch.Generator().manual_seed(0))
-    if not list(make(name).parameters()):
-        pytest.skip(f"{name} has nothing to meta-learn (a hand-crafted rule)")
-    grads = []
-    for _ in range(2):
-        learner = make(name)
-        metrics = learner.meta_backward(batch)
-        assert np.isfinite(metrics["loss"]) and 0 <= metrics.get("accuracy", 0) <= 1
-        grads.append({n: p.grad.clone() for n, p in learner.named_parameters() if p.grad is not None})
-        assert grads[-1], f"{name}: no meta-parameter received a gradient"
-        assert any(g.abs().sum() > 0 for g in grads[-1].values())
-    assert grads[0].keys() == grads[1].keys()
-    assert all(torch.equal(grads[0][k], grads[1][k]) for k in grads[0])
+# learners whose meta-gradient is not the exact gradient of the training loss they return
+# (first-order approximations, Reptile's difference of weights, iMAML's implicit gradient)
+NOT_EXACT = {"fomaml", "reptile", "imaml", "metalearner_lstm"}
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_save_and_reload_gives_identical_evaluation(name):
-    batch = tiny_tasks().sample(3, torch.Generator().manual_seed(1))
-    learner = make(name, seed=0)
-    if list(learner.parameters()):
-        learner.meta_backward(batch)
-    with torch.no_grad():
-        for p in learner.parameters():
-            p.add_(0.01 * torch.randn_like(p))
-        # the learner must actually use its parameters: perturbing them changes the evaluation
-        if list(learner.parameters()):
-            shifted = {n: p + 0.5 for n, p in learner.state_dict().items()}
-            probe = make(name, seed=0)
-            probe.load_state_dict(shifted)
-            assert not torch.equal(probe.evaluate(batch)["loss"], learner.evaluate(batch)["loss"])
-    buffer = io.BytesIO()
-    torch.save(learner.state_dict(), buffer)
-    buffer.seek(0)
-    other = make(name, seed=1)
-    other.load_state_dict(torch.load(buffer, weights_only=True))
-    a, b = learner.evaluate(batch), other.evaluate(batch)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert a["accuracy"].shape == (3,)
+def test_check_learner(name):
+    ran = check_learner(lambda seed: make(name, seed), tiny_tasks().sample(2, torch.Generator().manual_seed(0)),
+                        differentiable=name not in NOT_EXACT)
+    assert ("finite_differences" in ran) == (name not in NOT_EXACT and bool(list(make(name).parameters())))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -107,3 +79,86 @@ def test_unknown_learner_and_task_kind():
         build_learner({"name": "magic"}, Conv4(1, 3, hidden=4, image_size=16), "classification")
     with pytest.raises(AutometaError, match="task"):
         build_learner({"name": "maml"}, Conv4(1, 3, hidden=4, image_size=16), "ranking")
+
+
+# ----------------------------------------------------------------------------- check_learner has teeth
+
+def regression_batch():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 8, 2, generator=g)
+    y = torch.sin(x.sum(-1, keepdim=True))
+    return x[:, :4], y[:, :4], x[:, 4:], y[:, 4:]
+
+
+def own_net(seed):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.BatchNorm1d(8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+
+
+def test_check_learner_passes_a_users_own_network():
+    assert check_learner(lambda seed: MAML(own_net(seed), inner_lr=0.1, task="regression"),
+                         regression_batch()) == list(CHECKS)
+
+
+class HalvedMAML(MAML):
+    def meta_backward(self, batch):
+        metrics = super().meta_backward(batch)
+        for p in self.parameters():
+            p.grad = p.grad / 2
+        return metrics
+
+
+class NoisyMAML(MAML):
+    def predict(self, params, x):  # draws from the global RNG: not a function of seed and tasks
+        return super().predict(params, x) + 1e-3 * torch.rand(len(x), 1)
+
+
+class ForgetfulMAML(MAML):
+    """Keeps a scale outside its state dict, so a reloaded copy evaluates differently."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.scale = 1.0
+
+    def predict(self, params, x):
+        return self.scale * super().predict(params, x)
+
+    def meta_backward(self, batch):
+        self.scale = 1.5
+        return super().meta_backward(batch)
+
+
+@pytest.mark.parametrize("cls, match", [
+    (HalvedMAML, "central difference"),
+    (NoisyMAML, "not deterministic"),
+    (ForgetfulMAML, "state dict"),
+])
+def test_check_learner_catches_a_broken_learner(cls, match):
+    with pytest.raises(AssertionError, match=match):
+        check_learner(lambda seed: cls(own_net(seed), inner_lr=0.1, task="regression"), regression_batch())
+
+
+def test_check_learner_catches_a_learner_that_is_not_exact_unless_told():
+    make = lambda seed: FOMAML(own_net(seed), inner_lr=0.1, task="regression")
+    with pytest.raises(AssertionError, match="differentiable=False"):
+        check_learner(make, regression_batch())
+    assert "finite_differences" not in check_learner(make, regression_batch(), differentiable=False)
+
+
+def test_check_learner_catches_changed_buffers_and_raw_errors(monkeypatch):
+    make = lambda seed: MAML(own_net(seed), inner_lr=0.1, task="regression", batching="loop")
+    with monkeypatch.context() as patch:  # the protection of the network's buffers removed
+        patch.setattr(_inputs, "no_buffer_updates", lambda module: contextlib.nullcontext())
+        with pytest.raises(AssertionError, match="changed the network's buffers"):
+            check_learner(make, regression_batch())
+    with monkeypatch.context() as patch:  # the batch checks removed: torch's raw errors come through
+        patch.setattr(_inputs, "check_batch", lambda learner, batch: batch)
+        with pytest.raises(AssertionError, match="should raise an autometa error"):
+            check_learner(make, regression_batch())
+
+
+def test_check_learner_refuses_what_is_not_a_learner_factory():
+    with pytest.raises(AutometaError, match="seed -> learner"):
+        check_learner(MAML(own_net(0)), regression_batch())
+    with pytest.raises(AutometaError, match="must return a Learner"):
+        check_learner(lambda seed: own_net(seed), regression_batch())

@@ -3,12 +3,13 @@ import pytest
 
 @pytest.fixture(scope="session")
 def local_ray():
-    """One small local Ray for the whole test session (starting Ray takes seconds)."""
+    """One small local Ray for the whole test session (starting Ray takes seconds), started as autometa does:
+    bound to loopback, its processes ended with the session (or by the reaper if the session is killed)."""
     ray = pytest.importorskip("ray")
     pytest.importorskip("ray.tune")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, object_store_memory=100 * 1024 * 1024, include_dashboard=False, log_to_driver=False)
+    from autometa.search._ray import start_local_ray
+
+    instance = None if ray.is_initialized() else start_local_ray(num_cpus=2, object_store_memory=100 * 1024 * 1024)
     yield ray
-    if started:
-        ray.shutdown()
+    if instance is not None:
+        instance.stop()

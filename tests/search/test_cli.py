@@ -93,3 +93,51 @@ def test_resume_needs_out_and_directions_match_metrics(config_file):
                    "--direction", "minimize", "--out", "x"])
     with pytest.raises(ConfigError, match="one --direction per --metric"):
         args.func(args)
+
+
+def test_a_misspelt_metric_fails_before_any_trial_with_a_suggestion_and_writes_nothing(config_file, tmp_path):
+    config, space = config_file
+    out = tmp_path / "never"
+    args = _parse(["sweep", str(config), "--space", str(space), "--metric", "test.los", "--out", str(out)])
+    with pytest.raises(ConfigError, match="did you mean 'test.loss'") as info:
+        args.func(args)
+    assert "regression" in str(info.value) and "'best_val'" in str(info.value)
+    assert not out.exists()  # checked before the results directory is claimed
+    from autometa.search._api import check_metrics
+
+    classification = {"tasks": {"name": "omniglot"}, "run": {"validate_every": 100}}
+    with pytest.raises(ConfigError, match="did you mean 'test.accuracy'"):
+        check_metrics(classification, ["test.acuracy"])
+    check_metrics(classification, ["test.accuracy", "test.loss.ci95", "best_val", "meta_train_time_s"])
+    with pytest.raises(ConfigError, match="test.accuracy"):  # a regression run reports no accuracy
+        check_metrics({"tasks": {"name": "sinusoid"}, "run": {}}, ["test.accuracy"])
+    with pytest.raises(ConfigError, match="validate_every=0"):
+        check_metrics({"tasks": {"name": "sinusoid"}, "run": {"validate_every": 0}}, ["best_val"])
+
+
+def test_sweep_out_refuses_another_commands_directory_and_never_overwrites_a_sweep(config_file, tmp_path):
+    from autometa.errors import ResultsDirError
+
+    config, space = config_file
+    run_dir = tmp_path / "a-run"
+    run_dir.mkdir()
+    (run_dir / "autometa.json").write_text(json.dumps({"kind": "run"}))
+    args = _parse(["sweep", str(config), "--space", str(space), "--backend", "nni", "--trials", "1",
+                   "--out", str(run_dir)])
+    with pytest.raises(ResultsDirError, match="autometa run"):
+        args.func(args)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["autometa.json"]
+
+    out = tmp_path / "sweep"
+    argv = ["sweep", str(config), "--space", str(space), "--backend", "nni", "--trials", "1", "--out", str(out)]
+    assert _parse(argv).func(_parse(argv)) == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(ResultsDirError, match="--overwrite"):
+        args = _parse(argv)
+        args.func(args)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    args = _parse(argv + ["--overwrite"])
+    assert args.func(args) == 0 and json.loads((out / "sweep.json").read_text())["counts"]["complete"] == 1
+    args = _parse(argv + ["--resume", "--overwrite"])
+    with pytest.raises(ConfigError, match="pass one of them"):
+        args.func(args)

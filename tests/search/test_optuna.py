@@ -51,9 +51,11 @@ def test_a_raising_trial_is_recorded_as_failed_and_the_search_goes_on():
     assert result.trials[1].error == "RuntimeError: diverged at step 3" and result.trials[1].values is None
 
 
-def test_non_finite_values_fail_the_trial_with_the_reason():
+def test_non_finite_values_prune_the_trial_as_diverged_with_the_reason():
     result = autometa.search(lambda t: float("nan"), SPACE, n_trials=1)
-    assert result.trials[0].state == "failed" and "non-finite" in result.trials[0].error
+    trial = result.trials[0]
+    assert trial.state == "pruned" and trial.values is None and "non-finite" in trial.error
+    assert trial.error.startswith("diverged (step unknown) with x=") and "outer.clip_grad" in trial.error
 
 
 def test_median_pruner_stops_bad_trials_and_keeps_their_intermediate_values():

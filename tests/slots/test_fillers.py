@@ -9,6 +9,7 @@ from autometa.learners import MAML, build_learner
 from autometa.nets import MLP
 from autometa.slots import FILLERS, build_filler, register_filler
 from autometa.slots.optimizer import SGD, LearnedRates
+from autometa.tasks import TaskBatch
 from autometa.testing import check_filler
 from autometa.testing._fillers import check_meta_gradient, check_reference
 
@@ -36,6 +37,16 @@ CASES = {
                                   lambda o, t: F.cross_entropy(o, t, reduction="none", label_smoothing=0.2)),
     ("loss", "focal"): ({"gamma": 2.0}, _focal),
     ("loss", "mse"): ({}, lambda o, t: ((o - t) ** 2).mean(-1)),
+    # the weighting slot and GCE: references and planted-bug tests in tests/slots/test_weighting.py
+    ("loss", "generalized_cross_entropy"): ({"q": 0.7}, None),
+    ("weighting", "uniform"): ({}, None),
+    ("weighting", "meta_weight_net"): ({"hidden": 8}, None),
+    ("weighting", "l2rw"): ({}, None),
+    # the reward slot: references and planted-bug tests in tests/slots/test_reward.py
+    ("reward", "extrinsic"): ({}, None),
+    ("reward", "count_bonus"): ({"observation_dim": 4}, None),
+    ("reward", "reward_net"): ({"observation_dim": 4, "num_actions": 2, "hidden": 8}, None),
+    ("reward", "frozen_reward_net"): ({"observation_dim": 4, "num_actions": 2, "hidden": 8}, None),
     # architecture slot: tiny networks (tests/slots/test_architecture.py has the slot's own tests)
     ("architecture", "darts"): ({"primitives": "reduced", "init_channels": 2, "layers": 3}, None),
     ("architecture", "random"): ({"seed": 3, "init_channels": 2, "layers": 3}, None),
@@ -115,3 +126,19 @@ def test_meta_parameters_are_named_by_slot_and_learn_selects_groups():
 def test_register_filler_refuses_non_fillers():
     with pytest.raises(ConfigError, match="Filler subclass"):
         register_filler("bad", dict)
+
+
+@pytest.mark.parametrize("name", ["adam", "rmsprop"])
+def test_second_order_through_adaptive_rules_is_finite_where_a_gradient_is_zero(name):
+    """A coordinate with an exactly zero gradient has a zero second moment: sqrt's derivative there
+    must not turn the meta-gradient into NaN."""
+    net = MLP(1, 1, (8,))
+    with torch.no_grad():
+        net.features[0].weight[0] = 0.0  # a dead ReLU unit: its gradients are exactly 0
+        net.features[0].bias[0] = -1.0
+    learner = MAML(net, optimizer={"name": name, "lr": 0.01}, task="regression", inner_steps=2, batching="loop")
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(2, 10, 1, generator=g), torch.randn(2, 10, 1, generator=g)
+    learner.meta_backward(TaskBatch(x[:, :5], y[:, :5], x[:, 5:], y[:, 5:]))
+    grads = torch.cat([p.grad.flatten() for p in learner.parameters() if p.grad is not None])
+    assert torch.isfinite(grads).all()

@@ -116,3 +116,65 @@ def test_omniglot_vinyals_and_lake_splits_are_disjoint():
     assert tasks.num_classes == 423 * 4
     with pytest.raises(TaskSpecError, match="shots"):
         make_tasks({"name": "omniglot", "ways": 5, "shots": 10, "queries": 15}, "test")
+
+
+@pytest.mark.parametrize("value, split, expected", [
+    (None, "test", (0, 1, 2, 3)),
+    ([0, 90, 180, 270], "test", (0, 1, 2, 3)),            # degrees
+    ([0, 1], "train", (0, 1)),                            # quarter turns
+    ({"train": [0, 90, 180, 270], "test": [0]}, "test", (0,)),
+    ({"train": [0, 90, 180, 270], "test": [0]}, "train", (0, 1, 2, 3)),
+    ({"train": [0, 90]}, "val", (0, 1, 2, 3)),            # a split left out keeps its default
+])
+def test_rotations_per_split(value, split, expected):
+    from autometa.tasks import split_rotations
+
+    assert split_rotations(value, split, (0, 1, 2, 3)) == expected
+
+
+@pytest.mark.parametrize("value, match", [([45], "45"), ([], r"\[\]"), ({"tset": [0]}, "tset"), (["a"], "'a'")])
+def test_bad_rotations_are_config_errors(value, match):
+    from autometa.errors import ConfigError
+    from autometa.tasks import split_rotations
+
+    with pytest.raises(ConfigError, match=match):
+        split_rotations(value, "test", (0,))
+
+
+def test_per_split_rotations_reach_the_episodes():
+    spec = {"name": "digits", "ways": 5, "shots": 1, "queries": 2,
+            "rotations": {"train": [0, 90, 180, 270], "test": [0]}}
+    assert make_tasks(spec, "train").num_classes == 5 * 4
+    test = make_tasks(spec, "test")
+    assert test.num_classes == 5
+    assert set(test.sample(8, torch.Generator().manual_seed(0)).info["rotations"].unique().tolist()) == {0}
+
+
+@pytest.mark.parametrize("spec, match", [
+    ({"name": "sinusoid", "shot": 5}, "did you mean 'shots'"),
+    ({"name": "digits", "way": 5}, "did you mean 'ways'"),
+    ({"name": "digits", "scheme": "lake"}, "'scheme'"),           # Omniglot-only key
+    ({"name": "sinusoidal"}, "did you mean 'sinusoid'"),
+])
+def test_unknown_task_keys_fail_with_a_suggestion(spec, match):
+    from autometa.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        make_tasks(spec, "train")
+
+
+def test_sinusoid_arguments_are_passed_not_ignored():
+    tasks = make_tasks({"name": "sinusoid", "amplitude": [1.0, 1.0]}, "train")
+    assert torch.allclose(tasks.sample(4, torch.Generator().manual_seed(0)).info["amplitude"], torch.ones(4))
+
+
+@needs_data()
+def test_lake_scheme_rotates_only_training_characters_by_default():
+    lake = {"name": "omniglot", "scheme": "lake", "ways": 5, "shots": 1, "queries": 1}
+    assert make_tasks(lake, "test").num_classes == 659       # Lake et al.: evaluation characters unrotated
+    assert make_tasks(lake, "val").num_classes == 100
+    assert make_tasks(lake, "train").num_classes == (964 - 100) * 4
+    rotated = make_tasks({**lake, "rotations": {"test": [0, 90, 180, 270]}}, "test")
+    assert rotated.num_classes == 659 * 4
+    vinyals = make_tasks({**lake, "scheme": "vinyals"}, "test")   # unchanged default
+    assert vinyals.num_classes == 423 * 4

@@ -85,6 +85,17 @@ class UpdateRule(Filler, abc.ABC):
         return {k: g + weight_decay * params[k] for k, g in grads.items()}
 
 
+def _safe_sqrt(x: Tensor) -> Tensor:
+    """``sqrt(x)`` whose derivative at ``x = 0`` is 0 instead of inf.
+
+    A coordinate whose gradient is exactly zero (a dead ReLU, an unused input) has a zero second
+    moment; differentiating ``sqrt`` there gives inf * 0 = NaN in a second-order meta-gradient. The
+    value is unchanged, so trajectories still equal ``torch.optim``'s.
+    """
+    positive = x > 0
+    return torch.where(positive, torch.where(positive, x, torch.ones_like(x)).sqrt(), torch.zeros_like(x))
+
+
 def _step_zero() -> Tensor:
     # float64 so that Adam's bias corrections ``1 - beta ** step`` match torch.optim's Python floats
     return torch.zeros((), dtype=torch.float64)
@@ -198,7 +209,7 @@ class RMSprop(UpdateRule):
         new_params, new_state = {}, {"step": state["step"] + 1}
         for k, p in params.items():
             sq = alpha * state[f"square_avg/{k}"] + (1 - alpha) * grads[k] * grads[k]
-            new_params[k] = p - lr * grads[k] / (sq.sqrt() + self.eps)
+            new_params[k] = p - lr * grads[k] / (_safe_sqrt(sq) + self.eps)
             new_state[f"square_avg/{k}"] = sq
         return new_params, new_state
 
@@ -208,9 +219,9 @@ class Adam(UpdateRule):
 
     Args:
         lr, betas, eps, weight_decay: as in ``torch.optim.Adam``.
-        eps_root: added *inside* the square root (TorchOpt's ``eps_root``); keep it > 0 when
-            differentiating through the update, because ``sqrt`` has an infinite derivative at
-            a zero second moment.
+        eps_root: added *inside* the square root (TorchOpt's ``eps_root``). Not needed for
+            differentiating through the update: the square root's derivative at a zero second
+            moment is taken as 0 (see :func:`_safe_sqrt`).
 
     References: Kingma & Ba 2015, "Adam: A Method for Stochastic Optimization".
     """
@@ -252,7 +263,7 @@ class Adam(UpdateRule):
         for k, p in params.items():
             m = beta1 * state[f"exp_avg/{k}"] + (1 - beta1) * grads[k]
             v = beta2 * state[f"exp_avg_sq/{k}"] + (1 - beta2) * grads[k] * grads[k]
-            denom = (v + self.eps_root).sqrt() / bias_correction2 ** 0.5 + self.eps
+            denom = _safe_sqrt(v + self.eps_root) / bias_correction2 ** 0.5 + self.eps
             new_params[k] = p - (lr / bias_correction1) * m / denom
             new_state[f"exp_avg/{k}"], new_state[f"exp_avg_sq/{k}"] = m, v
         return new_params, new_state

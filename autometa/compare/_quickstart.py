@@ -65,7 +65,7 @@ def quickstart_config(use_omniglot: bool | None = None) -> dict:
         "reference": "sgd_tuned",
         "base": sine_base(shots=5),
         "fillers": {
-            "sgd_tuned": {"kind": "hand-crafted", "label": "SGD, tuned lr",
+            "sgd_tuned": {"kind": "tuned", "label": "SGD, tuned lr",
                           "learner": {"name": "maml", "inner_lr": 0.01, "inner_steps": 1},
                           "tune": {"trials": 6, "space": {"learner.inner_lr": {"float": [0.001, 0.5], "log": True}},
                                    "overrides": {"outer": {"steps": 300}, "run": {"validate_every": 300}}}},
@@ -83,7 +83,7 @@ def quickstart_config(use_omniglot: bool | None = None) -> dict:
         model = {"name": "conv4", "hidden": 32, "blocks": 3}
         steps, data_note = 300, "scikit-learn's 8x8 digits (classes 0-4 train, 5-9 test)"
     cls_run = {"validate_every": 0 if not use_omniglot else 50, "val_tasks": 50, "test_tasks": 600,
-               "eval_batch": 50, "checkpoint_every": 0, "log_every": 25, "threads": 2}
+               "eval_batch": 50, "checkpoint_every": 0, "log_every": 25, "threads": 1}
     classification = {
         "name": "fewshot_classification", "slot": "initialization and embedding",
         "description": f"5-way 1-shot classification on {data_note}, the comparison of the MAML paper's "

@@ -1,0 +1,188 @@
+"""Fault injection: `autometa sweep` (Optuna and Ray) killed with SIGKILL at random moments, then resumed.
+
+For each backend, SWEEPS sweeps of TRIALS trials of a tiny sinusoid config are started from the
+CLI; each is killed (kill -9 of the driver only) KILLS times at a random moment (once a random
+number of trials have finished, plus a random delay of up to 3 s), then resumed
+with --resume until it finishes. Recorded per sweep: the trials finished at each kill, the final
+trials, trials lost (finished before a kill but missing or changed afterwards), duplicated (a
+finished trial that ran again: same parameters completed twice, or a number that ended twice in
+Ray's journal), and Ray processes still running 30 s after each kill. Prints a table, writes JSON.
+
+    python benchmarks/fault_injection_sweeps.py --out benchmarks/fault_injection_sweeps.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = {
+    "seed": 0,
+    "tasks": {"name": "sinusoid", "shots": 5, "queries": 5},
+    "model": {"name": "mlp", "hidden": [16, 16]},
+    "learner": {"name": "maml", "inner_lr": 0.01, "inner_steps": 1},
+    "outer": {"optimizer": "adam", "lr": 0.001, "meta_batch": 2, "steps": 60},
+    "run": {"validate_every": 10, "val_tasks": 8, "test_tasks": 8, "eval_batch": 8, "checkpoint_every": 0,
+            "log_every": 10, "threads": 1, "progress": False},
+}
+SPACE = {"learner.inner_lr": {"float": [1e-3, 0.05], "log": True}}
+KILL_EXTRA_S = 3.0
+
+
+def owner_tokens() -> set[str]:
+    tokens = set()
+    for entry in os.listdir("/proc"):
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        tokens |= {v.split(b"=", 1)[1].decode() for v in environ if v.startswith(b"AUTOMETA_RAY_OWNER=")}
+    return tokens
+
+
+def finished_now(backend: str, out: Path) -> dict[int, dict]:
+    """{number: params} of the trials finished (complete) on disk right now."""
+    if backend == "ray":
+        done = {}
+        journal = out / "ray_trials.jsonl"
+        for line in journal.read_text().splitlines() if journal.exists() else []:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("event") == "end" and entry["record"]["state"] == "complete":
+                done[entry["record"]["number"]] = entry["record"]["params"]
+        return done
+    if not (out / "study.db").exists():
+        return {}
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        study = optuna.load_study(study_name="autometa", storage=f"sqlite:///{out / 'study.db'}")
+    except Exception:
+        return {}
+    return {t.number: dict(t.params) for t in study.get_trials(deepcopy=False)
+            if t.state == optuna.trial.TrialState.COMPLETE}
+
+
+def one_sweep(backend: str, index: int, trials: int, kills: int, rng: random.Random, folder: Path) -> dict:
+    from autometa.search._reaper import _alive, family
+
+    (folder / "c.yaml").write_text(yaml.safe_dump(CONFIG))
+    (folder / "s.yaml").write_text(yaml.safe_dump(SPACE))
+    out = folder / "out"
+    command = [sys.executable, "-m", "autometa.cli", "sweep", str(folder / "c.yaml"), "--space", str(folder / "s.yaml"),
+               "--backend", backend, "--trials", str(trials), "--out", str(out), "--seed", str(index)]
+    if backend == "ray":
+        command += ["--num-cpus", "2"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
+    events, seen_finished, left_after_kills = [], {}, []
+    start = time.time()
+    attempt = 0
+    while True:
+        resume = ["--resume"] if attempt else []
+        before = owner_tokens()
+        driver = subprocess.Popen(command + resume, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                                  start_new_session=True)
+        if attempt < kills:
+            # a random moment: once a random number of trials (0 to all but one) have finished,
+            # plus a random extra delay, so that kills fall during Ray's start, trials and writes
+            wait_for = rng.randint(0, trials - 1)
+            extra = rng.uniform(0.0, KILL_EXTRA_S)
+            processes, t0, fired = {}, time.time(), None
+            while driver.poll() is None and time.time() - t0 < 900:
+                if backend == "ray":  # Optuna starts no process; other jobs' Ray must not be counted
+                    for token in owner_tokens() - before:
+                        processes.update(family(token, {driver.pid}))
+                if fired is None and len(finished_now(backend, out)) >= wait_for:
+                    fired = time.time()
+                if fired is not None and time.time() - fired >= extra:
+                    break
+                time.sleep(0.2)
+            delay = time.time() - t0
+            if driver.poll() is None:
+                finished = finished_now(backend, out)
+                driver.send_signal(signal.SIGKILL)
+                driver.wait()
+                for number, params in finished.items():
+                    seen_finished.setdefault(number, params)
+                deadline = time.time() + 30
+                while _alive(processes) and time.time() < deadline:
+                    time.sleep(0.5)
+                left = len(_alive(processes))
+                left_after_kills.append(left)
+                events.append({"kill_after_s": round(delay, 2), "waited_for_finished": wait_for,
+                               "extra_delay_s": round(extra, 2), "finished_at_kill": len(finished),
+                               "ray_processes_seen": len(processes), "left_30s_after_kill": left})
+                attempt += 1
+                continue
+        _, err = driver.communicate(timeout=1800)
+        events.append({"final_rc": driver.returncode, "stderr_tail": err.decode(errors="replace")[-300:]
+                       if driver.returncode else ""})
+        break
+    sweep = json.loads((out / "sweep.json").read_text()) if (out / "sweep.json").exists() else {"trials": []}
+    complete = [t for t in sweep["trials"] if t["state"] == "complete"]
+    by_number = {t["number"]: t for t in complete}
+    lost = [n for n, params in seen_finished.items() if n not in by_number or by_number[n]["params"] != params]
+    params = [json.dumps(t["params"], sort_keys=True) for t in complete]
+    duplicated = len(params) - len(set(params))
+    if backend == "ray":
+        ends = []
+        for line in (out / "ray_trials.jsonl").read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("event") == "end":
+                ends.append(entry["record"]["number"])
+        duplicated += len(ends) - len(set(ends))
+    return {"backend": backend, "sweep": index, "requested": trials, "complete": len(complete),
+            "trials_in_sweep_json": len(sweep["trials"]), "counts": sweep.get("counts"),
+            "finished_before_kills": len(seen_finished), "lost": lost, "duplicated": duplicated,
+            "kills": sum("kill_after_s" in e for e in events), "processes_left": sum(left_after_kills),
+            "ok": len(complete) == trials and not lost and not duplicated and not sum(left_after_kills),
+            "wall_s": round(time.time() - start, 1), "events": events}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", nargs="+", default=["optuna", "ray"])
+    parser.add_argument("--sweeps", type=int, default=3)
+    parser.add_argument("--trials", type=int, default=6)
+    parser.add_argument("--kills", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="benchmarks/fault_injection_sweeps.json")
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    rows = []
+    for backend in args.backends:
+        for index in range(args.sweeps):
+            with tempfile.TemporaryDirectory(prefix=f"fault-{backend}-") as folder:
+                row = one_sweep(backend, index, args.trials, args.kills, rng, Path(folder))
+            rows.append(row)
+            print(f"{backend:7s} sweep {index}: {row['complete']}/{row['requested']} complete, kills {row['kills']} "
+                  f"(at {[e.get('kill_after_s') for e in row['events'] if 'kill_after_s' in e]} s, finished then "
+                  f"{[e.get('finished_at_kill') for e in row['events'] if 'kill_after_s' in e]}), lost {row['lost']}, "
+                  f"duplicated {row['duplicated']}, processes left {row['processes_left']}, {row['wall_s']} s",
+                  flush=True)
+    load = os.getloadavg()
+    summary = {"command": " ".join(sys.argv), "load_avg": load, "cpus": os.cpu_count(), "rows": rows,
+               "all_ok": all(r["ok"] for r in rows)}
+    Path(args.out).write_text(json.dumps(summary, indent=2))
+    print(f"all ok: {summary['all_ok']}; load average {load[0]:.1f}; written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
