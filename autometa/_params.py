@@ -33,7 +33,7 @@ def accepted_arguments(fn: Callable, stop: type | None = None, skip: Iterable[st
     required: set[str] = set()
     klasses = [k for k in fn.__mro__ if k is not object] if inspect.isclass(fn) else [None]
     for klass in klasses:
-        if klass is stop:
+        if klass is not None and klass is stop:  # None stands for a plain function, never a stop
             break
         signature = inspect.signature(klass.__init__ if klass is not None else fn)
         forwards = False

@@ -16,6 +16,9 @@ Meta-parameters are named by slot: ``init.*`` (the initialization), ``optimizer.
 
 from __future__ import annotations
 
+import hashlib
+
+import torch
 from torch import Tensor, nn
 
 from autometa.errors import ConfigError
@@ -53,6 +56,11 @@ class MAML(Learner):
             or a mapping); default unrolled.
         learn: the meta-parameter groups to meta-learn, among ``init``, ``optimizer``, ``loss``
             (default: ``init`` and every filler that has meta-parameters); the others stay fixed.
+        reinit: start every task from a fresh random initialization instead of ``init.*``
+            (the plain supervised setting of learned losses and optimizers: a network trained
+            from scratch per task). The initialization is :func:`seeded_init`, seeded by a hash of
+            the task's support set, so a task always gets the same one, whatever the order or
+            batching; ``init`` cannot then be meta-learned, and tasks are looped, not vmapped.
         task, batching: see :class:`Learner`.
 
     Example::
@@ -73,10 +81,16 @@ class MAML(Learner):
     def __init__(self, model: nn.Module, inner_lr: float | None = None, inner_steps: int = 1,
                  eval_inner_steps: int | None = None, first_order: bool = False,
                  checkpoint: bool = False, optimizer=None, loss=None, estimator=None,
-                 learn: list[str] | tuple[str, ...] | None = None, task: str = "classification",
-                 batching: str = "auto"):
+                 learn: list[str] | tuple[str, ...] | None = None, reinit: bool = False,
+                 task: str = "classification", batching: str = "auto"):
         super().__init__(model, task, batching)
         name = type(self).__name__
+        if not isinstance(reinit, bool):
+            raise ConfigError(f"The `reinit` of {name} must be true or false. Got {reinit!r}.")
+        if reinit and batching == "vmap":
+            raise ConfigError(f"{name} with `reinit` draws each task's initialization from a seeded generator, "
+                              f"which vmap cannot do; use batching 'auto', 'loop' or 'threads'.")
+        self.reinit = reinit
         if optimizer is not None and inner_lr is not None:
             raise ConfigError(f"{name} got both `inner_lr` ({inner_lr!r}) and an `optimizer`; set the step size "
                               f"inside the optimizer (e.g. optimizer: {{name: sgd, lr: {inner_lr}}}).")
@@ -116,8 +130,12 @@ class MAML(Learner):
         owned = {"init": dict(self.model.named_parameters()), "optimizer": self.optimizer.meta_params(),
                  "loss": self.loss.meta_params()}
         if learn is None:
-            learn = [g for g in GROUPS if g == "init" or owned[g]]
+            learn = [g for g in GROUPS if (g == "init" and not self.reinit) or (g != "init" and owned[g])]
         learn = [learn] if isinstance(learn, str) else list(learn)
+        if self.reinit and "init" in learn:
+            raise ConfigError(f"`learn` asks to meta-learn 'init' but {type(self).__name__} has reinit=True (every "
+                              f"task starts from a fresh random initialization); drop 'init' from `learn` or "
+                              f"set reinit to false.")
         for group in learn:
             if group not in GROUPS:
                 raise ConfigError(f"`learn` names meta-parameter groups among {GROUPS}. Got {group!r}.")
@@ -169,15 +187,23 @@ class MAML(Learner):
             return loss, query_metrics(self.task, out, query_y, loss)
 
         return InnerProblem(
-            init=self.model_params,
+            init=self._fresh_init(support_x, support_y) if self.reinit else self.model_params,
             inner_loss=lambda p, meta: self.inner_loss(p, meta, support_x, support_y),
             outer_loss=outer_loss,
             init_state=lambda p, meta: self.optimizer.init(p, _sub(meta, "optimizer")),
             update=lambda g, s, p, meta: self.optimizer.update(g, s, p, _sub(meta, "optimizer")),
             steps=self.inner_steps,
             adapt=self.adapts,
-            init_keys={n: f"init.{n}" for n, _ in self.model.named_parameters()},
+            init_keys=None if self.reinit else {n: f"init.{n}" for n, _ in self.model.named_parameters()},
         )
+
+    def _fresh_init(self, support_x: Tensor, support_y: Tensor):
+        """``meta -> params``: a random initialization seeded by the task's support set."""
+        digest = hashlib.sha1()
+        for tensor in (support_x, support_y):
+            digest.update(tensor.detach().cpu().numpy().tobytes())
+        seed = int(digest.hexdigest()[:15], 16)
+        return lambda meta: seeded_init(self.model_params(meta), seed)
 
     def adapt(self, support_x: Tensor, support_y: Tensor, steps: int | None = None,
               meta: dict[str, Tensor] | None = None, training: bool = False) -> dict[str, Tensor]:
@@ -194,11 +220,34 @@ class MAML(Learner):
         return functional_forward(self.model, params, x)
 
     def _mode(self, batch) -> str:
+        if self.reinit and self.batching == "auto":
+            return "loop"
         return super()._mode(batch) if self.estimator.batchable else "loop"
 
     def task_loss(self, meta, support_x, support_y, query_x, query_y, training):
         steps = self.inner_steps if training else self.eval_inner_steps
         return self.estimator(self.problem(support_x, support_y, query_x, query_y), meta, training, steps)
+
+
+def seeded_init(like: dict[str, Tensor], seed: int) -> dict[str, Tensor]:
+    """Fresh parameters shaped like ``like``, drawn from a generator seeded with ``seed``.
+
+    PyTorch's default initialization of linear and convolutional layers, ``U(-1/sqrt(fan_in),
+    1/sqrt(fan_in))`` for weights (two or more dimensions) and their biases; one-dimensional
+    weights without such a layer (normalization scales) are ones and other biases zeros.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, p in like.items():
+        weight = like.get(name[:-len("bias")] + "weight") if name.endswith("bias") else p
+        if weight is not None and weight.dim() >= 2:
+            bound = weight[0].numel() ** -0.5
+            values = (torch.rand(p.shape, generator=generator, dtype=p.dtype) * 2 - 1) * bound
+            out[name] = values.to(p.device)
+        else:
+            out[name] = torch.ones_like(p) if name.endswith("weight") else torch.zeros_like(p)
+        out[name] = out[name].detach()
+    return out
 
 
 class FOMAML(MAML):

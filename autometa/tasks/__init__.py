@@ -11,10 +11,12 @@ from autometa.tasks._classification import FewShotClassification, omniglot_split
 from autometa.tasks._factory import SPLITS, check_tasks_spec, make_tasks, split_rotations
 from autometa.tasks._l2o import MLPFamily, MLPProblem, QuadraticFamily, QuadraticProblem
 from autometa.tasks._regression import RandomQuadratics, Sinusoid
+from autometa.tasks._supervised import SupervisedClassification, split_examples, supervised_tasks
 
 __all__ = [
     "SEVEN_SEGMENT", "ClassAttributeTasks", "seven_segment_mnist", "seven_segment_vectors",
     "TaskBatch", "TaskDistribution", "FewShotClassification", "omniglot_splits", "split_classes",
     "SPLITS", "check_tasks_spec", "make_tasks", "split_rotations", "RandomQuadratics", "Sinusoid", "MLPFamily",
-    "MLPProblem", "QuadraticFamily", "QuadraticProblem",
+    "MLPProblem", "QuadraticFamily", "QuadraticProblem", "SupervisedClassification", "split_examples",
+    "supervised_tasks",
 ]

@@ -15,10 +15,11 @@ from autometa.tasks._attributes import seven_segment_mnist
 from autometa.tasks._base import TaskDistribution
 from autometa.tasks._classification import FewShotClassification, omniglot_splits, split_classes
 from autometa.tasks._regression import RandomQuadratics, Sinusoid
+from autometa.tasks._supervised import supervised_tasks
 
 SPLITS = ("train", "val", "test")
 IMAGE_FAMILIES = ("omniglot", "mnist", "fashion_mnist", "digits")
-FAMILIES = ("sinusoid", "quadratic", "seven_segment_mnist", *IMAGE_FAMILIES)
+FAMILIES = ("sinusoid", "quadratic", "seven_segment_mnist", *IMAGE_FAMILIES, "supervised")
 # keys that may be given per split as train_<key> (e.g. ProtoNet's 60-way training)
 _PER_SPLIT = ("ways", "shots", "queries")
 # default rotations (quarter turns) per split; Lake et al. evaluate on unrotated characters
@@ -48,6 +49,8 @@ def _accepted(name: str) -> tuple:
         return RandomQuadratics, (), ()
     if name == "seven_segment_mnist":
         return seven_segment_mnist, ("split",), ("train_ways", "train_queries")
+    if name == "supervised":
+        return supervised_tasks, ("data", "split"), ("dataset", "root", "image_size")
     extra = ("root", "split_seed", "ways", "shots", "queries", *train_keys)
     extra += ("scheme", "val_classes", "image_size") if name == "omniglot" else ("classes",)
     return FewShotClassification, ("dataset", "classes", "name", *_PER_SPLIT), extra
@@ -111,7 +114,11 @@ def make_tasks(spec: dict, split: str) -> TaskDistribution:
     Omniglot ``scheme`` (``vinyals``: rotations in every split by default; ``lake``: Lake et
     al.'s background/evaluation alphabets, rotations only in training by default),
     ``val_classes``, ``image_size``; for the other image datasets ``classes``:
-    ``{train: n, val: n, test: n}`` class counts of a seeded class split.
+    ``{train: n, val: n, test: n}`` class counts of a seeded class split. ``supervised``
+    (plain supervised problems, :class:`~autometa.tasks.SupervisedClassification`) takes
+    ``dataset`` (one of the image datasets), ``ways``, ``train_size``, ``test_size``,
+    ``examples`` (``{train: 0.6, val: 0.2, test: 0.2}`` fractions of a seeded split of the
+    examples) and ``split_seed``.
 
     Raises:
         ConfigError: an unknown family or key (with a suggestion), or a bad ``rotations``.
@@ -132,6 +139,13 @@ def make_tasks(spec: dict, split: str) -> TaskDistribution:
         return Sinusoid(shots=get("shots", 10), queries=get("queries", 10), **extra)
     if name == "quadratic":
         return RandomQuadratics(dim=spec.get("dim", 10))
+    if name == "supervised":
+        dataset = spec.pop("dataset", "digits")
+        if dataset not in IMAGE_FAMILIES:
+            raise ConfigError(f"tasks.dataset of the supervised family must be one of {', '.join(IMAGE_FAMILIES)}"
+                              f"{did_you_mean(str(dataset), IMAGE_FAMILIES)}. Got {dataset!r}.")
+        data = _dataset(dataset, spec.pop("root", None), spec.pop("image_size", None))
+        return supervised_tasks(data, split, **spec)
     if name == "seven_segment_mnist":  # zero-shot: classes given by meta-data vectors
         extra = {"test_digits": spec["test_digits"]} if "test_digits" in spec else {}
         return seven_segment_mnist(split, get("ways"), get("queries", 15), spec.get("root"), **extra)

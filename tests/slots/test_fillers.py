@@ -37,6 +37,7 @@ CASES = {
                                   lambda o, t: F.cross_entropy(o, t, reduction="none", label_smoothing=0.2)),
     ("loss", "focal"): ({"gamma": 2.0}, _focal),
     ("loss", "mse"): ({}, lambda o, t: ((o - t) ** 2).mean(-1)),
+    ("loss", "learned"): ({"hidden": [8]}, None),
     # the weighting slot and GCE: references and planted-bug tests in tests/slots/test_weighting.py
     ("loss", "generalized_cross_entropy"): ({"q": 0.7}, None),
     ("weighting", "uniform"): ({}, None),
