@@ -82,6 +82,28 @@ def versions() -> dict:
             "numpy": np.__version__, "platform": platform.platform(), "processor": platform.processor()}
 
 
+def _check_model(spec) -> dict:
+    """A ``model`` section: a network's (``check_model_spec``) or ``{architecture: <filler>}``, a filler of
+    the architecture slot (a searched, random or hand-crafted cell network; checked by building the filler)."""
+    if isinstance(spec, dict) and "architecture" in spec:
+        from autometa.slots import build_filler
+
+        check_model_spec(spec)  # the other keys
+        build_filler("architecture", spec["architecture"])
+        return spec
+    return check_model_spec(spec)
+
+
+def _build_model(spec: dict, in_shape, out_features, seed: int):
+    """The network of a ``model`` section (see :func:`_check_model`); an architecture filler's derived
+    network is initialised under the run's seed."""
+    if "architecture" in spec:
+        from autometa.slots import build_filler
+
+        return build_filler("architecture", spec["architecture"]).derived_network(in_shape, out_features, seed=seed)
+    return build_net(spec, in_shape, out_features)
+
+
 def _usable_spec(spec, check, problems: list[str], needs_name: bool) -> dict | None:
     """``spec`` less the keys ``check`` refuses (each refusal added to ``problems``), so that the
     sections after it can still be checked; None when it names no known component."""
@@ -124,7 +146,7 @@ def build_experiment(config: dict, source: str | None = None, problems: list[str
     problems, splits = list(problems or []), {}
     run = config["run"] if isinstance(config.get("run"), dict) else {}
     tasks_spec = _usable_spec(config.get("tasks"), check_tasks_spec, problems, True)  # once, not per split
-    model_spec = _usable_spec(config.get("model"), check_model_spec, problems, False)
+    model_spec = _usable_spec(config.get("model"), _check_model, problems, False)
     need = ["train", "test"] + (["val"] if run.get("validate_every") else []) if tasks_spec else []
     for split in need:
         try:
@@ -152,7 +174,8 @@ def build_experiment(config: dict, source: str | None = None, problems: list[str
                 torch.manual_seed(config["seed"])
                 model = None
                 if model_spec is not None:
-                    model = build_net(model_spec, train.input_shape, train.num_outputs if head else None)
+                    model = _build_model(model_spec, train.input_shape, train.num_outputs if head else None,
+                                         config["seed"])
                 spec = dict(config["learner"])
                 if getattr(cls, "NEEDS_NUM_CLASSES", False) and train.kind == "classification":
                     spec["num_classes"] = train.num_classes
@@ -421,6 +444,10 @@ def run_experiment(config: dict | str | None, out_dir: str | os.PathLike | None 
         NumericalError: the training loss or meta-gradient became NaN or inf (``.step`` names
             the step); the last good checkpoint is kept and no results are written.
     """
+    from autometa.experiment._architecture import is_architecture_config, run_architecture
+
+    if config is not None and is_architecture_config(config):  # `kind: architecture`: search/retrain/test
+        return run_architecture(config, out_dir, resume=resume, overrides=overrides, overwrite=overwrite)
     wall_start = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else None
     if resume and out is None:

@@ -206,6 +206,11 @@ def check_model_spec(spec: dict) -> dict:
 
     if not isinstance(spec, dict):
         raise ConfigError(f"The model section must be a mapping such as {{name: mlp, hidden: [40, 40]}}. Got {spec!r}.")
+    if "architecture" in spec:  # a filler of the architecture slot, checked by the run loop (slots sit above nets)
+        if set(spec) != {"architecture"}:
+            raise ConfigError(f"model.architecture names the whole network; drop the other model keys "
+                              f"{sorted(set(spec) - {'architecture'})}.")
+        return spec
     rest = {k: v for k, v in spec.items() if k != "name"}
     if "name" not in spec:
         union = set().union(*(accepted_arguments(cls, skip=skip)[0] for cls, skip in _NETS.values()))

@@ -7,12 +7,13 @@ fills it, hand-crafted or learned, with two faces: ``space()`` for search backen
 ``"<slot>.<name>"``; configs name them as ``learner.optimizer: {name: adam, lr: 0.1}``.
 
 Slots: ``optimizer`` (:mod:`autometa.slots.optimizer`), ``loss`` (:mod:`autometa.slots.loss`),
-``weighting`` (:mod:`autometa.slots.weighting`), ``reward`` (:mod:`autometa.slots.reward`).
+``weighting`` (:mod:`autometa.slots.weighting`), ``reward`` (:mod:`autometa.slots.reward`),
+``architecture`` (:mod:`autometa.slots.architecture`).
 A filler written outside autometa is registered with :func:`register_filler`.
 """
 
-from autometa.slots import loss, optimizer, reward, weighting
+from autometa.slots import architecture, loss, optimizer, reward, weighting
 from autometa.slots._base import FILLERS, SLOTS, Filler, build_filler, register_filler, registered_name
 
-__all__ = ["FILLERS", "SLOTS", "Filler", "build_filler", "loss", "optimizer", "register_filler", "registered_name",
-           "reward", "weighting"]
+__all__ = ["FILLERS", "SLOTS", "Filler", "architecture", "build_filler", "loss", "optimizer", "register_filler",
+           "registered_name", "reward", "weighting"]

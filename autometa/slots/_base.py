@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from autometa._params import bind_arguments, did_you_mean
 from autometa.errors import ConfigError
 
-SLOTS = ("optimizer", "loss", "weighting", "reward")
+SLOTS = ("optimizer", "loss", "weighting", "reward", "architecture")
 
 # slot -> name -> filler class; filled by register_filler (the slot packages register theirs)
 FILLERS: dict[str, dict[str, type[Filler]]] = {slot: {} for slot in SLOTS}

@@ -84,6 +84,9 @@ def _outputs(filler: Filler, seed: int) -> list[Tensor]:
     if filler.slot == "reward":
         filler.double()
         return [filler.reward(*_reward_inputs(filler, seed)).detach()]
+    if filler.slot == "architecture":
+        network, params, x, _ = _architecture_inputs(filler, seed)
+        return [filler.logits(network, params, x).detach()]
     raise AssertionError(f"check_filler does not know the slot {filler.slot!r} yet; known: {list(FILLERS)}")
 
 
@@ -98,6 +101,53 @@ def _loss_inputs(filler: Filler, seed: int):
     if _kind(filler) == "classification":
         return outputs, torch.randint(0, 4, (6,), generator=g)
     return outputs, torch.randn(6, 4, generator=g, dtype=torch.float64)
+
+
+# --- architecture slot: a network for 8x8 one-channel images of 3 classes, in float64 ---------------------
+
+def _architecture_inputs(filler: Filler, seed: int):
+    """``(network, weights, images, labels)`` for an architecture filler (the filler is made float64)."""
+    filler.double()
+    network = filler.build_network((1, 8, 8), 3, seed=seed).double()
+    g = torch.Generator().manual_seed(seed)
+    params = {k: v.detach() for k, v in network.named_parameters()}
+    return network, params, torch.randn(6, 1, 8, 8, generator=g, dtype=torch.float64), torch.randint(0, 3, (6,),
+                                                                                                      generator=g)
+
+
+def _check_architecture_meta_gradient(filler: Filler, seed: int, eps: float, probes: int) -> None:
+    """The α-gradient through one virtual weight step (``filler.inner_problem``, differentiated by
+    :class:`~autometa.hypergrad.Unrolled`) equals a central finite difference in float64."""
+    from autometa.hypergrad import Unrolled
+
+    network, params, x, y = _architecture_inputs(filler, seed)
+    meta = {k: v.detach().clone().requires_grad_(True) for k, v in filler.meta_params().items()}
+    if not meta:
+        return
+    problem = filler.inner_problem(network, params, (x[:3], y[:3]), (x[3:], y[3:]), lr=0.1)
+
+    def outer_loss() -> Tensor:
+        return Unrolled()(problem, meta)[0]
+
+    grads = torch.autograd.grad(outer_loss(), list(meta.values()), allow_unused=True)
+    g = torch.Generator().manual_seed(seed)
+    for (name, value), grad in zip(meta.items(), grads):
+        if grad is None:
+            raise AssertionError(f"the meta-gradient does not reach {name}: the filler must compute with the "
+                                 f"meta-parameters passed in `meta`, not with its own attributes")
+        flat = value.detach().view(-1)
+        for i in torch.randperm(flat.numel(), generator=g)[:probes].tolist():
+            original = flat[i].item()
+            with torch.no_grad():
+                flat[i] = original + eps
+                plus = outer_loss().item()
+                flat[i] = original - eps
+                minus = outer_loss().item()
+                flat[i] = original
+            fd = torch.tensor((plus - minus) / (2 * eps), dtype=torch.float64)
+            _close(grad.view(-1)[i], fd, f"meta-gradient of {name}[{i}] vs finite difference", rtol=1e-4, atol=1e-7)
+
+# ---------------------------------------------------------------------------------------------------------
 
 
 def _build(filler: Filler, params: dict[str, Tensor]) -> None:
@@ -190,6 +240,12 @@ def check_pure(factory: Factory | Filler, seed: int = 0) -> None:
         before = [t.clone() for t in inputs]
         filler.weighting(*inputs)
         after = inputs
+    elif filler.slot == "architecture":
+        network, params, x, _ = _architecture_inputs(filler, seed)
+        meta = {k: v.detach().clone() for k, v in filler.meta_params().items()}
+        before = [v.clone() for v in (*params.values(), x, *meta.values())]
+        filler.logits(network, params, x, meta or None)
+        after = (*params.values(), x, *meta.values())
     else:
         outputs, targets = _loss_inputs(filler, seed)
         before = [outputs.clone(), targets.clone()]
@@ -209,6 +265,8 @@ def check_meta_gradient(factory: Factory | Filler, seed: int = 0, eps: float = 1
         return _check_weighting_meta_gradient(filler, seed, eps, probes)
     if slot == "reward":
         return _check_reward_meta_gradient(filler, seed, eps, probes)
+    if slot == "architecture":
+        return _check_architecture_meta_gradient(filler, seed, eps, probes)
     kind = _kind(filler) if slot == "loss" else "regression"
     outputs = 4 if kind == "classification" else 1
     learner = MAML(_net(seed, outputs), task=kind, inner_steps=2, batching="loop",

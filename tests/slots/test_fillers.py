@@ -48,6 +48,15 @@ CASES = {
     ("reward", "count_bonus"): ({"observation_dim": 4}, None),
     ("reward", "reward_net"): ({"observation_dim": 4, "num_actions": 2, "hidden": 8}, None),
     ("reward", "frozen_reward_net"): ({"observation_dim": 4, "num_actions": 2, "hidden": 8}, None),
+    # architecture slot: tiny networks (tests/slots/test_architecture.py has the slot's own tests)
+    ("architecture", "darts"): ({"primitives": "reduced", "init_channels": 2, "layers": 3}, None),
+    ("architecture", "random"): ({"seed": 3, "init_channels": 2, "layers": 3}, None),
+    ("architecture", "genotype"): ({"genotype": {"normal": [["sep_conv_3x3", 0], ["skip_connect", 1]] * 4,
+                                                 "reduce": [["max_pool_3x3", 0], ["dil_conv_3x3", 1]] * 4},
+                                    "init_channels": 2, "layers": 3}, None),
+    ("architecture", "sep_conv_cell"): ({"init_channels": 2, "layers": 3}, None),
+    ("architecture", "resnet_cell"): ({"init_channels": 2, "layers": 3}, None),
+    ("architecture", "conv4"): ({"hidden": 4, "blocks": 2}, None),
 }
 
 
