@@ -38,6 +38,29 @@ from autometa.slots import FILLERS, Filler, build_filler
 Factory = Callable[[], Filler]
 
 
+def _compare_with_finite_differences(objective: Callable[[], Tensor], meta: dict[str, Tensor], names,
+                                     generator: torch.Generator, eps: float, probes: int) -> None:
+    """The autograd gradient of ``objective()`` with respect to ``meta[name]`` equals a central finite
+    difference at ``probes`` random coordinates of each name (float64)."""
+    names = list(names)
+    grads = torch.autograd.grad(objective(), [meta[k] for k in names], allow_unused=True)
+    for name, grad in zip(names, grads):
+        if grad is None:
+            raise AssertionError(f"the meta-gradient does not reach {name}: the filler must compute with the "
+                                 f"meta-parameters passed in `meta`, not with its own attributes")
+        flat = meta[name].detach().view(-1)
+        for i in torch.randperm(flat.numel(), generator=generator)[:probes].tolist():
+            original = flat[i].item()
+            with torch.no_grad():
+                flat[i] = original + eps
+                plus = objective().item()
+                flat[i] = original - eps
+                minus = objective().item()
+                flat[i] = original
+            fd = torch.tensor((plus - minus) / (2 * eps), dtype=torch.float64)
+            _close(grad.view(-1)[i], fd, f"meta-gradient of {name}[{i}] vs finite difference", rtol=1e-4, atol=1e-7)
+
+
 def _params(seed: int, dtype=torch.float64) -> dict[str, Tensor]:
     g = torch.Generator().manual_seed(seed)
     return {"w": torch.randn(5, 3, generator=g, dtype=dtype), "b": torch.randn(5, generator=g, dtype=dtype)}
@@ -129,23 +152,8 @@ def _check_architecture_meta_gradient(filler: Filler, seed: int, eps: float, pro
     def outer_loss() -> Tensor:
         return Unrolled()(problem, meta)[0]
 
-    grads = torch.autograd.grad(outer_loss(), list(meta.values()), allow_unused=True)
     g = torch.Generator().manual_seed(seed)
-    for (name, value), grad in zip(meta.items(), grads):
-        if grad is None:
-            raise AssertionError(f"the meta-gradient does not reach {name}: the filler must compute with the "
-                                 f"meta-parameters passed in `meta`, not with its own attributes")
-        flat = value.detach().view(-1)
-        for i in torch.randperm(flat.numel(), generator=g)[:probes].tolist():
-            original = flat[i].item()
-            with torch.no_grad():
-                flat[i] = original + eps
-                plus = outer_loss().item()
-                flat[i] = original - eps
-                minus = outer_loss().item()
-                flat[i] = original
-            fd = torch.tensor((plus - minus) / (2 * eps), dtype=torch.float64)
-            _close(grad.view(-1)[i], fd, f"meta-gradient of {name}[{i}] vs finite difference", rtol=1e-4, atol=1e-7)
+    _compare_with_finite_differences(outer_loss, meta, list(meta), g, eps, probes)
 
 # ---------------------------------------------------------------------------------------------------------
 
@@ -286,22 +294,7 @@ def check_meta_gradient(factory: Factory | Filler, seed: int = 0, eps: float = 1
     def query_loss() -> Tensor:
         return sum(learner.task_loss(meta, *(t[i] for t in batch), training=True)[0] for i in range(2)) / 2
 
-    grads = torch.autograd.grad(query_loss(), [meta[k] for k in learned], allow_unused=True)
-    for name, grad in zip(learned, grads):
-        if grad is None:
-            raise AssertionError(f"the meta-gradient does not reach {name}: the filler must compute with the "
-                                 f"meta-parameters passed in `meta`, not with its own attributes")
-        flat = meta[name].detach().view(-1)
-        for i in torch.randperm(flat.numel(), generator=g)[:probes].tolist():
-            original = flat[i].item()
-            with torch.no_grad():
-                flat[i] = original + eps
-                plus = query_loss().item()
-                flat[i] = original - eps
-                minus = query_loss().item()
-                flat[i] = original
-            fd = torch.tensor((plus - minus) / (2 * eps), dtype=torch.float64)
-            _close(grad.view(-1)[i], fd, f"meta-gradient of {name}[{i}] vs finite difference", rtol=1e-4, atol=1e-7)
+    _compare_with_finite_differences(query_loss, meta, learned, g, eps, probes)
 
 
 # --- the weighting slot: fixed inputs and the meta-gradient through a one-step look-ahead -------------
@@ -334,22 +327,7 @@ def _check_weighting_meta_gradient(filler: Filler, seed: int, eps: float, probes
     def clean_loss() -> Tensor:
         return Unrolled()(problem, meta)[0]
 
-    grads = torch.autograd.grad(clean_loss(), list(meta.values()), allow_unused=True)
-    for name, grad in zip(meta, grads):
-        if grad is None:
-            raise AssertionError(f"the meta-gradient does not reach {name}: the filler must compute with the "
-                                 f"meta-parameters passed in `meta`, not with its own attributes")
-        flat = meta[name].detach().view(-1)
-        for i in torch.randperm(flat.numel(), generator=g)[:probes].tolist():
-            original = flat[i].item()
-            with torch.no_grad():
-                flat[i] = original + eps
-                plus = clean_loss().item()
-                flat[i] = original - eps
-                minus = clean_loss().item()
-                flat[i] = original
-            fd = torch.tensor((plus - minus) / (2 * eps), dtype=torch.float64)
-            _close(grad.view(-1)[i], fd, f"meta-gradient of {name}[{i}] vs finite difference", rtol=1e-4, atol=1e-7)
+    _compare_with_finite_differences(clean_loss, meta, list(meta), g, eps, probes)
 
 
 # --- the reward slot: fixed trajectories and the meta-gradient through LIRPG's policy step -----------
@@ -380,23 +358,8 @@ def _check_reward_meta_gradient(filler: Filler, seed: int, eps: float, probes: i
     def objective() -> Tensor:
         return Unrolled()(problem, meta)[0]
 
-    grads = torch.autograd.grad(objective(), list(meta.values()), allow_unused=True)
     g = torch.Generator().manual_seed(seed)
-    for name, grad in zip(meta, grads):
-        if grad is None:
-            raise AssertionError(f"the meta-gradient does not reach {name}: the filler must compute with the "
-                                 f"meta-parameters passed in `meta`, not with its own attributes")
-        flat = meta[name].detach().view(-1)
-        for i in torch.randperm(flat.numel(), generator=g)[:probes].tolist():
-            original = flat[i].item()
-            with torch.no_grad():
-                flat[i] = original + eps
-                plus = objective().item()
-                flat[i] = original - eps
-                minus = objective().item()
-                flat[i] = original
-            fd = torch.tensor((plus - minus) / (2 * eps), dtype=torch.float64)
-            _close(grad.view(-1)[i], fd, f"meta-gradient of {name}[{i}] vs finite difference", rtol=1e-4, atol=1e-7)
+    _compare_with_finite_differences(objective, meta, list(meta), g, eps, probes)
 
 
 def check_save_and_resume(factory: Factory | Filler, seed: int = 0) -> None:
