@@ -239,6 +239,18 @@ def _execute(jobs: list[dict], workers: int, on_done, log) -> None:
                 ready[:0] = on_done(job, result)
 
 
+def _estimated_cost(job: dict) -> float:
+    """A rough relative cost, to start long jobs first (tuning, which others wait for, before all)."""
+    if job["kind"] == "tune":
+        return float("inf")
+    config = job["config"]
+    tasks = config["tasks"]
+    examples = tasks.get("ways", 1) * (tasks.get("shots", 5) + tasks.get("queries", 5))
+    conv = str(config["model"].get("name", "")).startswith("conv")
+    return (config["outer"]["steps"] * config["outer"]["meta_batch"] + config["run"]["test_tasks"]) * examples \
+        * (30 if conv else 1)
+
+
 def _job_name(job: dict) -> str:
     return "tuning" if job["kind"] == "tune" else f"seed {job['seed']}"
 
@@ -344,6 +356,7 @@ def compare(config: dict | str | os.PathLike | None = None, out_dir: str | os.Pa
                     todo.insert(0, job)  # tuning is on the critical path: start it first
             else:
                 todo += plan_runs(comp, fname, filler)
+    todo.sort(key=_estimated_cost, reverse=True)  # longest first, so no long run starts last
     if reused:
         log(f"reusing {len(reused)} finished run(s) whose config digest matches: {', '.join(reused)}")
     if redone:

@@ -177,7 +177,7 @@ def _plot_cost(comp: dict, path: Path) -> None:
         ax.annotate(e["label"], (cost, mean), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.margins(x=0.25)
     ax.set_xlim(left=0)
-    ax.set_xlabel("CPU seconds per run (its own process; tuning included)")
+    ax.set_xlabel("CPU seconds per run, its own process (+ the whole tuning, done once)")
     ax.set_ylabel(_unit(comp["metric"]))
     ax.set_title(f"{comp['name']} ({dataset_name(comp)}): result against cost", fontsize=10)
     ax.grid(alpha=0.3)
