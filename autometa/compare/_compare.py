@@ -251,6 +251,14 @@ def _estimated_cost(job: dict) -> float:
         * (30 if conv else 1)
 
 
+def _cores() -> int:
+    """The CPU cores this process may use (``taskset`` and container limits included)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def _job_name(job: dict) -> str:
     return "tuning" if job["kind"] == "tune" else f"seed {job['seed']}"
 
@@ -269,7 +277,8 @@ def compare(config: dict | str | os.PathLike | None = None, out_dir: str | os.Pa
             recomputed, and the log says which.
         progress: show progress bars and a table in the terminal.
         render: write ``report.md`` and the plots (``autometa report DIR`` does it later).
-        workers: worker processes (default: the number of CPU cores); each run uses one thread.
+        workers: worker processes (default: the CPU cores this process may use); each run uses
+            one thread.
             The numbers do not depend on it.
         overwrite: delete what ``out_dir`` holds first.
         quiet: print only the report's path (and errors).
@@ -304,7 +313,7 @@ def compare(config: dict | str | os.PathLike | None = None, out_dir: str | os.Pa
     out = claim_out_dir(out_dir or Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}", "compare",
                         resume=True, overwrite=overwrite)
     (out / "compare.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    workers = workers or os.cpu_count() or 1
+    workers = workers or _cores()
     progress = progress and not quiet
     seeds = spec["seeds"]
 

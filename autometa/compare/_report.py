@@ -275,8 +275,8 @@ def render_report(out_dir) -> Path:
     device = next(iter(report["comparisons"][0]["fillers"].values()))["cost"]["device"]
     lines += [f"Machine: {cpu_name()} ({platform.machine()}, {_cores()} cores), device {device}, torch "
               f"{versions.get('torch', '?')}, {report.get('workers', '?')} worker process(es) of one thread. "
-              f"Total {report.get('total_time_s', '?')} s wall, {report.get('total_worker_cpu_s', '?')} CPU s "
-              f"in the workers. Seeds: {report['seeds']}.", ""]
+              f"Total {report.get('total_time_s', '?')} s wall (load-dependent); the runs' own processes used "
+              f"{report.get('total_worker_cpu_s', '?')} CPU s. Seeds: {report['seeds']}.", ""]
     for note in report.get("notes", []):
         lines += [f"Note: {note}", ""]
     lines += ["How to read the tables: every filler of a comparison was meta-trained on the same task stream "
