@@ -216,7 +216,8 @@ def _execute(jobs: list[dict], workers: int, on_done, log) -> None:
     """
     from autometa.compare._worker import run_job
 
-    ready = list(jobs)
+    context = {"env": {**os.environ, **WORKER_ENV}}  # the caller's environment now, not the fork server's
+    ready = [{**job, **context} for job in jobs]
     if not ready:
         return
     with _executor(workers) as pool:
@@ -236,7 +237,7 @@ def _execute(jobs: list[dict], workers: int, on_done, log) -> None:
                     log(f"{job['comp']}: {job['filler']} {_job_name(job)} failed; finished runs are kept "
                         f"and reused by a rerun with the same --out")
                     raise
-                ready[:0] = on_done(job, result)
+                ready[:0] = [{**j, **context} for j in on_done(job, result)]
 
 
 def _estimated_cost(job: dict) -> float:
