@@ -219,7 +219,8 @@ def _execute(jobs: list[dict], workers: int, on_done, log) -> None:
     from autometa._plugins import loaded_plugins
     from autometa.compare._worker import run_job
 
-    ready = list(jobs)
+    context = {"env": {**os.environ, **WORKER_ENV}}  # the caller's environment now, not the fork server's
+    ready = [{**job, **context} for job in jobs]
     if not ready:
         return
     with _executor(workers) as pool:
@@ -239,7 +240,27 @@ def _execute(jobs: list[dict], workers: int, on_done, log) -> None:
                     log(f"{job['comp']}: {job['filler']} {_job_name(job)} failed; finished runs are kept "
                         f"and reused by a rerun with the same --out")
                     raise
-                ready[:0] = on_done(job, result)
+                ready[:0] = [{**j, **context} for j in on_done(job, result)]
+
+
+def _estimated_cost(job: dict) -> float:
+    """A rough relative cost, to start long jobs first (tuning, which others wait for, before all)."""
+    if job["kind"] == "tune":
+        return float("inf")
+    config = job["config"]
+    tasks = config["tasks"]
+    examples = tasks.get("ways", 1) * (tasks.get("shots", 5) + tasks.get("queries", 5))
+    conv = str(config["model"].get("name", "")).startswith("conv")
+    return (config["outer"]["steps"] * config["outer"]["meta_batch"] + config["run"]["test_tasks"]) * examples \
+        * (30 if conv else 1)
+
+
+def _cores() -> int:
+    """The CPU cores this process may use (``taskset`` and container limits included)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def _job_name(job: dict) -> str:
@@ -260,7 +281,8 @@ def compare(config: dict | str | os.PathLike | None = None, out_dir: str | os.Pa
             recomputed, and the log says which.
         progress: show progress bars and a table in the terminal.
         render: write ``report.md`` and the plots (``autometa report DIR`` does it later).
-        workers: worker processes (default: the number of CPU cores); each run uses one thread.
+        workers: worker processes (default: the CPU cores this process may use); each run uses
+            one thread.
             The numbers do not depend on it.
         overwrite: delete what ``out_dir`` holds first.
         quiet: print only the report's path (and errors).
@@ -300,7 +322,7 @@ def compare(config: dict | str | os.PathLike | None = None, out_dir: str | os.Pa
     out = claim_out_dir(out_dir or Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}", "compare",
                         resume=True, overwrite=overwrite)
     (out / "compare.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    workers = workers or os.cpu_count() or 1
+    workers = workers or _cores()
     progress = progress and not quiet
     seeds = spec["seeds"]
 
@@ -352,6 +374,7 @@ def compare(config: dict | str | os.PathLike | None = None, out_dir: str | os.Pa
                     todo.insert(0, job)  # tuning is on the critical path: start it first
             else:
                 todo += plan_runs(comp, fname, filler)
+    todo.sort(key=_estimated_cost, reverse=True)  # longest first, so no long run starts last
     if reused:
         log(f"reusing {len(reused)} finished run(s) whose config digest matches: {', '.join(reused)}")
     if redone:

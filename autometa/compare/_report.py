@@ -177,7 +177,7 @@ def _plot_cost(comp: dict, path: Path) -> None:
         ax.annotate(e["label"], (cost, mean), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.margins(x=0.25)
     ax.set_xlim(left=0)
-    ax.set_xlabel("CPU seconds per run (its own process; tuning included)")
+    ax.set_xlabel("CPU seconds per run, its own process (+ the whole tuning, done once)")
     ax.set_ylabel(_unit(comp["metric"]))
     ax.set_title(f"{comp['name']} ({dataset_name(comp)}): result against cost", fontsize=10)
     ax.grid(alpha=0.3)
@@ -275,8 +275,8 @@ def render_report(out_dir) -> Path:
     device = next(iter(report["comparisons"][0]["fillers"].values()))["cost"]["device"]
     lines += [f"Machine: {cpu_name()} ({platform.machine()}, {_cores()} cores), device {device}, torch "
               f"{versions.get('torch', '?')}, {report.get('workers', '?')} worker process(es) of one thread. "
-              f"Total {report.get('total_time_s', '?')} s wall, {report.get('total_worker_cpu_s', '?')} CPU s "
-              f"in the workers. Seeds: {report['seeds']}.", ""]
+              f"Total {report.get('total_time_s', '?')} s wall (load-dependent); the runs' own processes used "
+              f"{report.get('total_worker_cpu_s', '?')} CPU s. Seeds: {report['seeds']}.", ""]
     for note in report.get("notes", []):
         lines += [f"Note: {note}", ""]
     lines += ["How to read the tables: every filler of a comparison was meta-trained on the same task stream "

@@ -43,7 +43,8 @@ _preload()
 def _usage(wall_start: float) -> dict:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {"cpu_s": round(usage.ru_utime + usage.ru_stime, 3), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-            "wall_s": round(time.perf_counter() - wall_start, 3), "pid": os.getpid()}
+            "wall_s": round(time.perf_counter() - wall_start, 3), "pid": os.getpid(),
+            "data_dir": os.environ.get("AUTOMETA_DATA")}
 
 
 def run_job(job: dict, plugins: list[str] = ()) -> dict:
@@ -56,6 +57,9 @@ def run_job(job: dict, plugins: list[str] = ()) -> dict:
     for path in plugins:
         load_plugin(path)
     wall_start = time.perf_counter()
+    # the fork server was started once, perhaps with another environment (multiprocessing sets the cwd)
+    os.environ.clear()
+    os.environ.update(job["env"])
     torch.set_num_threads(1)
     start_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     out = Path(job["dir"])

@@ -225,3 +225,15 @@ def test_quiet_cli_prints_only_the_report_path(tmp_path, capsys):
     assert main(["compare", str(path), "--out", str(tmp_path / "out"), "--quiet", "--workers", "2"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out == [f"report: {tmp_path / 'out' / 'report.md'}"]
+
+
+def test_workers_see_the_callers_environment_at_call_time(tmp_path, monkeypatch):
+    # the fork server starts once per process; a later call with another $AUTOMETA_DATA must reach the runs
+    cheap = _copy(TINY)
+    cheap["seeds"] = [0]
+    cheap["comparisons"][0]["fillers"]["maml"]["outer"] = {"steps": 0}
+    for name in ("first", "second"):
+        monkeypatch.setenv("AUTOMETA_DATA", str(tmp_path / name))
+        compare(cheap, tmp_path / name, progress=False, render=False)
+        results = json.loads((tmp_path / name / "sine" / "maml" / "seed0" / "results.json").read_text())
+        assert results["process"]["data_dir"] == str(tmp_path / name)
