@@ -63,14 +63,14 @@ def quickstart_config(use_omniglot: bool | None = None) -> dict:
                        "6 Optuna TPE trials) against Meta-SGD, which learns a learning rate per parameter "
                        "(Li et al. 2017).",
         "reference": "sgd_tuned",
-        "base": sine_base(shots=5),
-        "fillers": {
-            "sgd_tuned": {"kind": "tuned", "label": "SGD, tuned lr",
-                          "learner": {"name": "maml", "inner_lr": 0.01, "inner_steps": 1},
-                          "tune": {"trials": 6, "space": {"learner.inner_lr": {"float": [0.001, 0.5], "log": True}},
+        "base": {**sine_base(shots=5), "learner": {"name": "maml", "inner_steps": 1}},
+        "fillers": {  # fillers of MAML's `optimizer` slot (learner.optimizer)
+            "sgd_tuned": {"kind": "tuned", "label": "SGD, tuned lr", "filler": {"name": "sgd", "lr": 0.01},
+                          "tune": {"trials": 6,
+                                   "space": {"learner.optimizer.lr": {"float": [0.001, 0.5], "log": True}},
                                    "overrides": {"outer": {"steps": 300}, "run": {"validate_every": 300}}}},
-            "metasgd": {"kind": "learned", "label": "Meta-SGD",
-                        "learner": {"name": "metasgd", "inner_lr": 0.01, "inner_steps": 1}},
+            "metasgd": {"kind": "learned", "label": "Meta-SGD (learned rates)",
+                        "filler": {"name": "learned_rates", "lr": 0.01}},
         },
     }
     if use_omniglot:
