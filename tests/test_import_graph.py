@@ -86,8 +86,7 @@ def test_heavy_libraries_only_inside_the_backend_modules():
     for path in files():
         rel = path.relative_to(ROOT).as_posix()
         for module, line in imports(path, top_level_only=False):
-            # autometa.testing drives the backends from the outside (check_backend starts a local Ray)
-            if module.split(".")[0] in HEAVY and rel not in BACKEND_MODULES and not rel.startswith("testing/"):
+            if module.split(".")[0] in HEAVY and rel not in BACKEND_MODULES:
                 problems.append(f"{rel}:{line} imports {module.split('.')[0]} outside the backend modules")
     assert not problems, "\n".join(problems)
 

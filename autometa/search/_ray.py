@@ -408,6 +408,11 @@ class LocalRay:
                 pass
 
 
+def ray_is_running() -> bool:
+    """Whether this process is already connected to a Ray instance."""
+    return ray.is_initialized()
+
+
 def start_local_ray(num_cpus: int | None = None, object_store_memory: int = OBJECT_STORE_BYTES,
                     node_ip_address: str = "127.0.0.1") -> LocalRay:
     """Start a local Ray bound to ``node_ip_address`` (loopback) whose processes end with this process.

@@ -132,11 +132,9 @@ def check_backend(name: str, folder: str | Path | None = None) -> None:
     folder = Path(folder)
     local = None
     if name == "ray":
-        import ray
+        from autometa.search._ray import ray_is_running, start_local_ray
 
-        from autometa.search._ray import start_local_ray
-
-        if not ray.is_initialized():
+        if not ray_is_running():
             local = start_local_ray(num_cpus=2, object_store_memory=100 * 1024 * 1024)
     try:
         _check_bad_input(name)
