@@ -133,7 +133,7 @@ def per_trial(sizes: tuple[int, int], ray_sizes: tuple[int, int], repeats: int, 
 
 def real_sweep(out_root: Path, trials: int) -> dict:
     config = ROOT / "experiments" / "sinusoid_maml_k10.yaml"
-    space = ROOT / "search_spaces" / "maml_sinusoid.yaml"
+    space = ROOT / "autometa" / "search_spaces" / "maml_sinusoid.yaml"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     out = {}
     for backend in ("optuna", "nni", "ray"):
@@ -188,7 +188,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             report["real_sweep"] = real_sweep(Path(folder), sweep_trials)
         report["real_sweep_settings"] = {"config": "experiments/sinusoid_maml_k10.yaml", "sets": SWEEP_SETS,
-                                         "space": "search_spaces/maml_sinusoid.yaml", "trials": sweep_trials,
+                                         "space": "maml_sinusoid", "trials": sweep_trials,
                                          "sampler": "tpe", "seed": 0}
     report["load_after"] = os.getloadavg()
 

@@ -2,7 +2,8 @@
 
 ``autometa.search(objective_or_config, space, backend=...)`` runs a search and returns a
 :class:`SearchResult`; inside an objective, one :class:`Trial` serves every backend. Search
-spaces are data (:func:`parse_space`, :func:`load_space`, YAML files in ``search_spaces/``).
+spaces are data (:func:`parse_space`, :func:`load_space`, YAML files; those in
+``autometa/search_spaces/`` ship with the package and load by name, e.g. ``"maml_sinusoid"``).
 Optuna, Ray and NNI are imported only by their backend modules, when a search uses them.
 
 This package is also callable: ``autometa.search(...)`` is :func:`search`.

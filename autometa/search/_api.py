@@ -257,7 +257,7 @@ def search(objective_or_config, space=None, *, backend: str = "optuna", n_trials
     """
     if space is None:
         raise ConfigError("search() needs a search space, e.g. {'inner_lr': {'float': [1e-3, 1.0], 'log': True}} "
-                          "or a YAML path such as search_spaces/maml_sinusoid.yaml.")
+                          "or a YAML path, or a shipped space such as maml_sinusoid.")
     space = SearchSpace.coerce(space)
     out = Path(out_dir).resolve() if out_dir is not None else None
     if callable(objective_or_config):

@@ -41,7 +41,7 @@ def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
         description="Run a hyperparameter search over an experiment config. Each trial applies its parameters "
                     "as config overrides and runs the experiment; writes sweep.json, trials.csv and plots.")
     sweep.add_argument("config", help="experiment config (YAML), e.g. experiments/sinusoid_maml_k10.yaml")
-    sweep.add_argument("--space", required=True, help="search space (YAML), e.g. search_spaces/maml_sinusoid.yaml")
+    sweep.add_argument("--space", required=True, help="search space: a YAML file or a shipped space (maml_sinusoid)")
     sweep.add_argument("--backend", choices=("optuna", "ray", "nni"), default="optuna",
                        help="optuna (embedded, default), ray (local or --address cluster), nni (NNI tuners)")
     sweep.add_argument("--trials", type=int, default=20, help="trials in total, counting resumed ones (default 20)")

@@ -383,14 +383,32 @@ def _order(params: dict[str, Param], problems: list) -> list[Param]:
     return list(done.values())
 
 
+#: the search spaces shipped with the package (``autometa/search_spaces/*.yaml``)
+SHIPPED = Path(__file__).resolve().parents[1] / "search_spaces"
+
+
+def shipped_spaces() -> list[str]:
+    """Names of the search spaces shipped with autometa (usable as ``load_space(name)``)."""
+    return sorted(p.stem for p in SHIPPED.glob("*.yaml"))
+
+
 def load_space(path: str | os.PathLike) -> SearchSpace:
-    """Read and validate a YAML search space file (see the module docstring for the format)."""
+    """Read and validate a YAML search space file (see the module docstring for the format).
+
+    ``path`` is a file, or the name of a space shipped with autometa (``"maml_sinusoid"``, also
+    ``"search_spaces/maml_sinusoid.yaml"``) when no such file exists.
+    """
+    from autometa.experiment._config import load_yaml
+
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"Search space file {str(path)!r} does not exist. Pass a YAML file such as "
-                          f"search_spaces/maml_sinusoid.yaml.")
+        shipped = SHIPPED / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
+        if not shipped.is_file():
+            raise ConfigError(f"Search space file {str(path)!r} does not exist and is not a shipped space. Pass a "
+                              f"YAML file, or one of {shipped_spaces()}.")
+        path = shipped
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"Search space file {str(path)!r} is not valid YAML: {exc}") from exc
     try:

@@ -109,7 +109,7 @@ def test_grid_values_of_discrete_parameters():
         parse_space({"y": {"float": [0.0, 1.0]}})["y"].grid()
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "search_spaces").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((ROOT / "autometa" / "search_spaces").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_search_spaces_load(path):
     space = load_space(path)
     assert len(space) >= 2
@@ -117,8 +117,8 @@ def test_shipped_search_spaces_load(path):
 
 def test_shipped_spaces_fit_the_configs_they_are_written_for():
     config = dict(CONFIG, learner={"name": "maml", "inner_lr": 0.01})
-    load_space(ROOT / "search_spaces" / "maml_sinusoid.yaml").check_config(config)
-    load_space(ROOT / "search_spaces" / "handcrafted_vs_metasgd.yaml").check_config(config)
+    load_space("maml_sinusoid").check_config(config)
+    load_space("search_spaces/handcrafted_vs_metasgd.yaml").check_config(config)
 
 
 def test_a_yaml_file_error_names_the_file(tmp_path):
@@ -135,3 +135,21 @@ def test_importing_autometa_and_search_loads_no_backend():
             "print(sorted(m for m in ('optuna', 'ray', 'nni') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_shipped_spaces_are_package_data_and_load_by_name(tmp_path, monkeypatch):
+    """The wheel ships autometa/search_spaces (pyproject's package-data) and load_space finds them by name
+    from any directory."""
+    import tomllib
+
+    from autometa.search._space import SHIPPED, shipped_spaces
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["autometa"]
+    for pattern in patterns:  # every advertised folder exists and is not empty
+        assert list((ROOT / "autometa").glob(pattern)), pattern
+    assert SHIPPED == ROOT / "autometa" / "search_spaces" and "maml_sinusoid" in shipped_spaces()
+    monkeypatch.chdir(tmp_path)
+    assert load_space("maml_sinusoid").names == load_space(SHIPPED / "maml_sinusoid.yaml").names
+    with pytest.raises(ConfigError, match="maml_sinusoid"):
+        load_space("no_such_space")
