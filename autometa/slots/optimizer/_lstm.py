@@ -173,8 +173,8 @@ class LSTMOptimizer(UpdateRule):
             raise CheckpointError(f"No LSTMOptimizer checkpoint at {path}; pass the path LSTMOptimizer.save() "
                                   f"wrote to.") from exc
         except Exception as exc:  # truncated zips and refused pickles come in many types
-            raise CheckpointError(f"{path} is damaged or not an LSTMOptimizer checkpoint ({type(exc).__name__}: "
-                                  f"{str(exc).splitlines()[0] if str(exc) else ''}); write one with "
+            raise CheckpointError(f"{path} is damaged or not an LSTMOptimizer checkpoint ({type(exc).__name__} "
+                                  f"from torch.load with weights_only=True); write one with "
                                   f"LSTMOptimizer.save().") from exc
         if not isinstance(blob, dict) or blob.get("class") != "LSTMOptimizer":
             raise CheckpointError(f"{path} is not an LSTMOptimizer checkpoint (got keys "
