@@ -202,6 +202,19 @@ def test_save_and_load_roundtrip(tmp_path):
         LSTMOptimizer.load(tmp_path / "other.pt")
 
 
+@pytest.mark.parametrize("damage", ["missing", "truncated", "pickle"])
+def test_load_of_a_damaged_file_is_one_checkpoint_error(damage, tmp_path):
+    path = tmp_path / "lstm.pt"
+    if damage == "truncated":
+        LSTMOptimizer(hidden_size=6).save(path)
+        path.write_bytes(path.read_bytes()[:80])
+    elif damage == "pickle":
+        torch.save({"class": "LSTMOptimizer", "payload": object()}, path)  # refused by weights_only
+    with pytest.raises(CheckpointError, match="lstm.pt") as info:
+        LSTMOptimizer.load(path)
+    assert "LSTMOptimizer.save()" in str(info.value)
+
+
 def test_lstm_optimizer_space_and_arguments():
     assert LSTMOptimizer.space()["hidden_size"] == {"int": [5, 64]}
     with pytest.raises(ConfigError, match="hidden_size"):

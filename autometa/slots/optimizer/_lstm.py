@@ -165,9 +165,17 @@ class LSTMOptimizer(UpdateRule):
         """Rebuild an optimizer written by :meth:`save`.
 
         Raises:
-            CheckpointError: if the file is not an LSTMOptimizer checkpoint.
+            CheckpointError: if the file is missing, damaged or not an LSTMOptimizer checkpoint.
         """
-        blob = torch.load(path, weights_only=True)
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError as exc:
+            raise CheckpointError(f"No LSTMOptimizer checkpoint at {path}; pass the path LSTMOptimizer.save() "
+                                  f"wrote to.") from exc
+        except Exception as exc:  # truncated zips and refused pickles come in many types
+            raise CheckpointError(f"{path} is damaged or not an LSTMOptimizer checkpoint ({type(exc).__name__} "
+                                  f"from torch.load with weights_only=True); write one with "
+                                  f"LSTMOptimizer.save().") from exc
         if not isinstance(blob, dict) or blob.get("class") != "LSTMOptimizer":
             raise CheckpointError(f"{path} is not an LSTMOptimizer checkpoint (got keys "
                                   f"{sorted(blob) if isinstance(blob, dict) else type(blob).__name__}); "
