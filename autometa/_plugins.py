@@ -23,7 +23,7 @@ def load_plugin(path: str | os.PathLike):
     """Import the Python file at ``path`` once (later calls return the same module).
 
     Raises:
-        ConfigError: the file does not exist or is not a ``.py`` file.
+        ConfigError: the file does not exist, is not a ``.py`` file, or fails while it is imported.
     """
     resolved = Path(path).expanduser().resolve()
     if not resolved.is_file() or resolved.suffix != ".py":
@@ -38,6 +38,11 @@ def load_plugin(path: str | os.PathLike):
     sys.modules[name] = module  # before executing: dataclasses and pickling look the module up
     try:
         spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        where = f" (line {exc.lineno})" if isinstance(exc, SyntaxError) else ""
+        raise ConfigError(f"The plugin {str(path)!r} failed while being imported{where}: {type(exc).__name__}: "
+                          f"{exc}. Fix the file, or run without --plugin.") from exc
     except BaseException:
         del sys.modules[name]
         raise

@@ -216,3 +216,31 @@ def test_a_non_finite_validation_stops_the_run_without_a_nan_best_checkpoint(tmp
     assert info.value.step == 2
     assert not (tmp_path / "run" / "checkpoints" / "best.pt").exists()
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+@pytest.mark.parametrize("override, words", [
+    ("run.progress=maybe", ["run.progress", "true or false", "maybe"]),
+    ("run.threads=0", ["run.threads", ">= 1", "0"]),
+    ("model.hidden=[-4]", ["hidden", "-4", "[40, 40]"]),
+])
+def test_found_by_the_fault_injection_run(tmp_path, override, words):
+    """Cases benchmarks/fault_injection_inputs.py found accepted or raw: now one clear error."""
+    from autometa.errors import ConfigError
+    from autometa.experiment import run_experiment
+
+    with pytest.raises(ConfigError) as info:
+        run_experiment(str(CONFIG), tmp_path / "out",
+                       overrides=[override, "outer.steps=2"])
+    assert all(w in str(info.value) for w in words), str(info.value)
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_a_plugin_that_fails_to_import_is_one_config_error(tmp_path):
+    from autometa._plugins import load_plugin
+    from autometa.errors import ConfigError
+
+    for text in ("def broken(:\n", "raise RuntimeError('boom')\n"):
+        plugin = tmp_path / f"p{len(text)}.py"
+        plugin.write_text(text)
+        with pytest.raises(ConfigError, match="failed while being imported"):
+            load_plugin(plugin)

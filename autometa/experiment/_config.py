@@ -241,6 +241,13 @@ def config_problems(config: dict) -> list[str]:
             problems.append(f"{key} must be {'a number' if kind is float else 'an integer'} {bound}. Got {value!r}")
     if isinstance(config.get("outer"), dict) and config["outer"].get("optimizer") not in ("adam", "sgd"):
         problems.append(f"outer.optimizer must be 'adam' or 'sgd'. Got {config['outer'].get('optimizer')!r}")
+    run_section = config.get("run") if isinstance(config.get("run"), dict) else {}
+    for key in ("progress", "count_flops"):
+        if key in run_section and not isinstance(run_section[key], bool):
+            problems.append(f"run.{key} must be true or false. Got {run_section[key]!r}")
+    threads = run_section.get("threads")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        problems.append(f"run.threads must be an integer >= 1, or null for torch's default. Got {threads!r}")
     if isinstance(config.get("run"), dict) and "device" in config["run"]:
         device_problem = _device_problem(config["run"]["device"])
         if device_problem:

@@ -112,6 +112,10 @@ class MLP(nn.Module):
         acts = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
         if activation not in acts:
             raise ConfigError(f"MLP activation must be one of {sorted(acts)}. Got {activation!r}.")
+        if isinstance(hidden, int) or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1
+                                              for h in hidden):
+            raise ConfigError(f"The `hidden` of MLP must be a list of layer widths >= 1, e.g. [40, 40]. "
+                              f"Got {hidden!r}.")
         sizes = [in_features, *hidden]
         layers: list[nn.Module] = []
         for a, b in zip(sizes, sizes[1:]):
