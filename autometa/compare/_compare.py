@@ -35,6 +35,7 @@ from autometa.compare._stats import nested_difference, nested_interval
 from autometa.errors import ConfigError
 from autometa.experiment._config import deep_merge, load_config, read_mapping
 from autometa.experiment._outdir import claim_out_dir
+from autometa.learners import check_learner_spec
 
 KINDS = ("hand-crafted", "tuned", "learned")
 _REGRESSION = {"sinusoid", "quadratic"}
@@ -113,8 +114,9 @@ def _filler_problems(comp: dict, filler) -> list[str]:
         if not isinstance(spec, dict) or "name" not in spec:
             problems.append(f"filler: must be a mapping with a name, e.g. {{name: adam, lr: 0.01}}. Got {spec!r}")
     if not problems:
-        try:
-            load_config(filler_config(comp, filler, 0))
+        try:  # every filler is checked before any job starts, its learner section included
+            config = load_config(filler_config(comp, filler, 0))
+            check_learner_spec(config["learner"])
         except ConfigError as exc:
             problems.append(str(exc).replace("\n", "\n    "))
     return problems

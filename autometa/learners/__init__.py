@@ -18,13 +18,14 @@ from autometa.learners._metric import (
     SiameseNet,
     ZeroShotProtoNet,
 )
-from autometa.learners._registry import LEARNERS, build_learner, register_learner
+from autometa.learners._registry import LEARNERS, build_learner, check_learner_spec, register_learner
 from autometa.learners._reward import GridWorld, LIRPGTrainer
 from autometa.learners._weighting import NoisyLabelTrainer, clean_holdout, corrupt_labels, noise_transition
 
 __all__ = [
     "Learner", "query_metrics", "task_loss_fn", "ANIL", "FOMAML", "MAML", "MetaSGD", "Reptile", "iMAML",
-    "MetaLearnerLSTM", "L2O", "NearestNeighbor", "Pretrained", "LEARNERS", "build_learner", "register_learner",
+    "MetaLearnerLSTM", "L2O", "NearestNeighbor", "Pretrained", "LEARNERS", "build_learner", "check_learner_spec",
+    "register_learner",
     "MetricLearner",
     "ProtoNet", "MatchingNet",
     "RelationNet", "SiameseNet", "GraphNet", "ZeroShotProtoNet",

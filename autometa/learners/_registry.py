@@ -47,3 +47,22 @@ def build_learner(spec: dict, model: nn.Module, task: str) -> Learner:
     cls = LEARNERS[name]
     bind_arguments(f"learner {name!r}", cls, spec, stop=Learner, skip=("model",), extra=("task", "batching"))
     return cls(model, task=task, **spec)
+
+
+def check_learner_spec(spec: dict) -> None:
+    """Check a ``learner`` section without building a network: the name, the arguments, and every filler
+    section (``optimizer``, ``loss``, ...) the learner would build.
+
+    Raises:
+        ConfigError: the first problem found, with a suggestion.
+    """
+    from autometa.slots import FILLERS, build_filler
+
+    spec = dict(spec)
+    name = str(spec.pop("name", "")).lower()
+    if name not in LEARNERS:
+        raise ConfigError(f"Unknown learner {name!r}{did_you_mean(name, LEARNERS)}. Choose one of {sorted(LEARNERS)}.")
+    bind_arguments(f"learner {name!r}", LEARNERS[name], spec, stop=Learner, skip=("model",), extra=("task", "batching"))
+    for slot, value in spec.items():
+        if slot in FILLERS and isinstance(value, (str, dict)):
+            build_filler(slot, value)

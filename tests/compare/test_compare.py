@@ -237,3 +237,22 @@ def test_workers_see_the_callers_environment_at_call_time(tmp_path, monkeypatch)
         compare(cheap, tmp_path / name, progress=False, render=False)
         results = json.loads((tmp_path / name / "sine" / "maml" / "seed0" / "results.json").read_text())
         assert results["process"]["data_dir"] == str(tmp_path / name)
+
+
+def test_every_filler_is_checked_before_any_job_runs(tmp_path):
+    """A misspelt learner or filler in any filler fails at once, before another filler trains
+    (found by benchmarks/fault_injection_inputs.py: the error came after a whole run)."""
+    import autometa.compare
+    from autometa.errors import ConfigError
+
+    base = {"tasks": {"name": "sinusoid", "shots": 5, "queries": 5}, "model": {"name": "mlp", "hidden": [8]},
+            "outer": {"steps": 2, "meta_batch": 2}, "run": {"validate_every": 0, "test_tasks": 2, "progress": False}}
+    for bad, words in (({"learner": {"name": "mamll"}}, "did you mean 'maml'"),
+                       ({"learner": {"name": "maml", "optimizer": {"name": "adma"}}}, "did you mean 'adam'")):
+        fillers = {"good": {"kind": "hand-crafted", "learner": {"name": "maml"}}, "bad": {"kind": "learned", **bad}}
+        config = {"seeds": [0], "comparisons": [{"name": "c", "slot": "optimizer", "reference": "good", "base": base,
+                                                  "fillers": fillers}]}
+        out = tmp_path / words.split("'")[1]
+        with pytest.raises(ConfigError, match=words):
+            autometa.compare(config, out)
+        assert not list(out.rglob("results.json"))
