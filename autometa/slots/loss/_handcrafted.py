@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 from typing import ClassVar
 
 import torch
@@ -12,7 +13,7 @@ from autometa.errors import ConfigError
 from autometa.slots._base import Filler
 
 
-class Loss(Filler):
+class Loss(Filler, abc.ABC):
     """Base class of the loss slot's fillers.
 
     Subclasses implement :meth:`loss` (per-sample losses, shape ``(n,)``); :meth:`mean_loss` is
@@ -23,8 +24,9 @@ class Loss(Filler):
     #: the task kinds this loss applies to
     KINDS: ClassVar[tuple[str, ...]] = ("classification",)
 
+    @abc.abstractmethod
     def loss(self, outputs: Tensor, targets: Tensor, meta: dict[str, Tensor] | None = None) -> Tensor:
-        raise NotImplementedError
+        """Per-sample losses ``(n,)`` of ``outputs`` against ``targets`` with the filler's ω ``meta``."""
 
     def mean_loss(self, outputs: Tensor, targets: Tensor, meta: dict[str, Tensor] | None = None) -> Tensor:
         """The scalar loss a learner minimises: the mean of :meth:`loss`."""

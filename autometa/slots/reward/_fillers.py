@@ -8,6 +8,7 @@ the environment's rewards. Learned rewards add an intrinsic term to the extrinsi
 
 from __future__ import annotations
 
+import abc
 from typing import ClassVar
 
 import torch
@@ -31,14 +32,15 @@ def _non_negative(owner: str, name: str, value) -> float:
     return float(value)
 
 
-class Reward(Filler):
+class Reward(Filler, abc.ABC):
     """Base class of the reward slot's fillers (see the module docstring for :meth:`reward`)."""
 
     slot: ClassVar[str] = "reward"
 
+    @abc.abstractmethod
     def reward(self, observations: Tensor, actions: Tensor, extrinsic: Tensor,
                meta: dict[str, Tensor] | None = None) -> Tensor:
-        raise NotImplementedError
+        """Per-step rewards for a trajectory (see the module docstring)."""
 
     def observe(self, observations: Tensor) -> None:
         """Record visited observations (count-based fillers); a no-op for the others."""

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import abc
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
+from autometa.errors import UnsupportedFeatureError
 from autometa.slots._base import Filler
 
 
-class Weighting(Filler):
+class Weighting(Filler, abc.ABC):
     """Base class of the weighting slot's fillers: how much each training example counts.
 
     The pure method is :meth:`weighting` (per-sample weights, shape ``(n,)``, from the per-sample
@@ -33,10 +35,10 @@ class Weighting(Filler):
     #: whether training needs a differentiable one-step look-ahead evaluated on a clean batch
     lookahead: ClassVar[bool] = False
 
+    @abc.abstractmethod
     def weighting(self, losses: Tensor, outputs: Tensor, targets: Tensor,
                   meta: dict[str, Tensor] | None = None) -> Tensor:
         """Per-sample weights ``(n,)`` for a batch whose per-sample losses are ``losses``."""
-        raise NotImplementedError
 
     def batch_meta(self, batch_size: int, dtype: torch.dtype = torch.float32,
                    device: torch.device | str | None = None) -> dict[str, Tensor]:
@@ -45,7 +47,8 @@ class Weighting(Filler):
 
     def weights_from_meta_gradient(self, grads: dict[str, Tensor]) -> Tensor:
         """The batch's weights from the meta-gradient of the per-batch ω (fillers with per-batch ω only)."""
-        raise NotImplementedError(f"{type(self).__name__} has no per-batch meta-parameters")
+        raise UnsupportedFeatureError(f"{type(self).__name__} has no per-batch meta-parameters, so there are no "
+                                      f"weights to read from their meta-gradient; call weighting() instead.")
 
     def weighted_loss(self, losses: Tensor, outputs: Tensor, targets: Tensor,
                       meta: dict[str, Tensor] | None = None) -> Tensor:
