@@ -10,15 +10,7 @@ import torch
 from autometa.errors import ConfigError
 from autometa.hypergrad import ES, Implicit, InnerProblem, ReptileStep, TruncatedBPTT, Unrolled, build_estimator, solve
 from autometa.slots.optimizer import SGD, Adam, LearnedRates
-
-
-def data(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    a = torch.randn(12, 4, generator=g, dtype=torch.float64)
-    b = torch.randn(12, generator=g, dtype=torch.float64)
-    q = torch.randn(8, 4, generator=g, dtype=torch.float64)
-    c = torch.randn(8, generator=g, dtype=torch.float64)
-    return a, b, q, c
+from tests.hypergrad.test_implicit import problem as data  # the same ridge data
 
 
 def make_problem(rule, steps, reg=0.0, seed=0):

@@ -95,6 +95,26 @@ class _Stacked(nn.Module):
         self.stem = nn.Sequential(nn.Conv2d(in_channels, stem, 3, padding=1, bias=False), BatchNorm(stem, affine=True))
         return stem
 
+    def _build(self, in_channels: int, init_channels: int, layers: int, stem_multiplier: int, num_classes,
+               make_cell) -> None:
+        """Stem, ``layers`` cells (reductions at 1/3 and 2/3 of the depth, channels doubled there) and head.
+
+        ``make_cell(c_prev_prev, c_prev, channels, reduction, reduction_prev)`` returns ``(cell, outputs)``
+        with ``outputs`` the number of node outputs the cell concatenates.
+        """
+        c_prev_prev = c_prev = self._stem(in_channels, init_channels, stem_multiplier)
+        channels, reduction_prev = init_channels, False
+        cells = []
+        for i in range(layers):
+            reduction = i in reduction_layers(layers)
+            channels = channels * 2 if reduction else channels
+            cell, outputs = make_cell(c_prev_prev, c_prev, channels, reduction, reduction_prev)
+            cells.append(cell)
+            reduction_prev = reduction
+            c_prev_prev, c_prev = c_prev, outputs * channels
+        self.cells = nn.ModuleList(cells)
+        self._head(c_prev, num_classes)
+
     def _head(self, c_prev: int, num_classes: int | None) -> None:
         # named `head` like Conv4's, so that ANIL (which adapts `head.*`) and Pretrained find it;
         # no classes: an embedding network (metric learners), whose output is the pooled features
@@ -127,18 +147,9 @@ class SearchNetwork(_Stacked):
         super().__init__()
         in_channels, _, _ = _check_shape(in_shape, "The DARTS supernet")
         self.primitives, self.steps = tuple(primitives), steps
-        c_prev_prev = c_prev = self._stem(in_channels, init_channels, stem_multiplier)
-        channels, reduction_prev = init_channels, False
-        cells = []
-        for i in range(layers):
-            reduction = i in reduction_layers(layers)
-            channels = channels * 2 if reduction else channels
-            cells.append(SearchCell(steps, multiplier, c_prev_prev, c_prev, channels, reduction, reduction_prev,
-                                    self.primitives))
-            reduction_prev = reduction
-            c_prev_prev, c_prev = c_prev, multiplier * channels
-        self.cells = nn.ModuleList(cells)
-        self._head(c_prev, num_classes)
+        self._build(in_channels, init_channels, layers, stem_multiplier, num_classes,
+                    lambda pp, p, c, red, red_prev: (SearchCell(steps, multiplier, pp, p, c, red, red_prev,
+                                                                self.primitives), multiplier))
 
     def alpha_shape(self) -> tuple[int, int]:
         return num_edges(self.steps), len(self.primitives)
@@ -194,18 +205,11 @@ class Network(_Stacked):
                  stem_multiplier: int = 3):
         super().__init__()
         in_channels, _, _ = _check_shape(in_shape, "A cell network")
-        c_prev_prev = c_prev = self._stem(in_channels, init_channels, stem_multiplier)
-        channels, reduction_prev = init_channels, False
-        cells = []
-        for i in range(layers):
-            reduction = i in reduction_layers(layers)
-            channels = channels * 2 if reduction else channels
-            cell = Cell(genotype, c_prev_prev, c_prev, channels, reduction, reduction_prev)
-            cells.append(cell)
-            reduction_prev = reduction
-            c_prev_prev, c_prev = c_prev, len(cell.concat) * channels
-        self.cells = nn.ModuleList(cells)
-        self._head(c_prev, num_classes)
+        def make_cell(pp, p, c, red, red_prev):
+            cell = Cell(genotype, pp, p, c, red, red_prev)
+            return cell, len(cell.concat)
+
+        self._build(in_channels, init_channels, layers, stem_multiplier, num_classes, make_cell)
 
     def features(self, x: Tensor) -> Tensor:
         """The pooled output of the last cell (what the head classifies)."""
