@@ -31,6 +31,7 @@ import numpy as np
 import yaml
 
 import autometa
+from autometa._params import did_you_mean
 from autometa.compare._stats import nested_difference, nested_interval
 from autometa.errors import ConfigError
 from autometa.experiment._config import deep_merge, load_config, read_mapping
@@ -41,6 +42,10 @@ KINDS = ("hand-crafted", "tuned", "learned")
 _REGRESSION = {"sinusoid", "quadratic"}
 _FILLER_KEYS = ("kind", "tune", "label", "filler")
 _SLOT_KEY = re.compile(r"^[a-z_][a-z0-9_]*$")
+#: what whole-learner fillers replace besides the filler slots of autometa.slots (MAML's learned
+#: initialization against a pretrained one; a metric learner's embedding)
+LEARNER_SLOTS = ("initialization", "embedding")
+_SLOT_JOIN = re.compile(r"\s*(?:,|\+|\band\b)\s*")
 
 # The workers' environment, set before the fork server imports torch (children inherit it).
 WORKER_ENV = {
@@ -76,6 +81,8 @@ def load_compare_config(source) -> dict:
         if name in names:
             problems.append(f"{where}: the name is used twice")
         names.add(name)
+        if "slot" in comp:
+            problems += [f"{where}: {p}" for p in _slot_problems(comp["slot"])]
         comp.setdefault("slot", "unnamed slot")
         fillers = comp.get("fillers")
         if not isinstance(fillers, dict) or len(fillers) < 2:
@@ -89,6 +96,33 @@ def load_compare_config(source) -> dict:
     if problems:
         raise ConfigError("Invalid comparison config:\n  - " + "\n  - ".join(problems))
     return raw
+
+
+def known_slots() -> tuple[str, ...]:
+    """The slot names a comparison may name: every filler slot, then the whole-learner ones."""
+    from autometa.slots import SLOTS
+
+    return tuple(SLOTS) + tuple(s for s in LEARNER_SLOTS if s not in SLOTS)
+
+
+def _slot_problems(slot) -> list[str]:
+    """Problems of a comparison's ``slot:``: one known slot, or several joined by 'and' / ',' / '+'.
+
+    Example::
+
+        >>> _slot_problems("initialization and embedding")
+        []
+        >>> _slot_problems("initializaton")[0][:65]
+        "slot 'initializaton' is unknown (did you mean 'initialization'?)."
+    """
+    known = known_slots()
+    if not isinstance(slot, str) or not slot.strip():
+        return [f"slot must name what the fillers replace: one of {list(known)}, or several joined by 'and'. "
+                f"Got {slot!r}"]
+    unknown = [part for part in _SLOT_JOIN.split(slot.strip()) if part not in known]
+    return [f"slot {slot!r}{'' if part == slot.strip() else f': {part!r}'} is unknown{did_you_mean(part, known)}. "
+            f"A slot names what the fillers replace: one of {list(known)}, or several joined by 'and' (e.g. "
+            f"'initialization and embedding'); put free text in description:" for part in unknown[:1]]
 
 
 def _filler_problems(comp: dict, filler) -> list[str]:

@@ -256,3 +256,26 @@ def test_every_filler_is_checked_before_any_job_runs(tmp_path):
         with pytest.raises(ConfigError, match=words):
             autometa.compare(config, out)
         assert not list(out.rglob("results.json"))
+
+
+def test_a_misspelt_slot_is_one_error_with_did_you_mean_before_any_run(tmp_path, capsys):
+    """Whole-learner fillers (no filler: section) name their slot as a label; a typo in it was accepted
+    and the comparison ran (found by benchmarks/fault_injection_inputs.py, CLI and Python API)."""
+    bad = _copy(TINY)
+    bad["comparisons"][0]["slot"] = "initializaton"
+    with pytest.raises(ConfigError, match=r"slot 'initializaton' is unknown \(did you mean 'initialization'\?\)"):
+        autometa.compare(bad, tmp_path / "api")
+    assert not (tmp_path / "api").exists()
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    assert main(["compare", str(path), "--out", str(tmp_path / "cli")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("autometa: error:") and "did you mean 'initialization'" in err and "Traceback" not in err
+    assert not (tmp_path / "cli").exists()
+    # one misspelt part of a joined label is named; known labels and joined labels pass
+    bad["comparisons"][0]["slot"] = "initialization and embeding"
+    with pytest.raises(ConfigError, match=r"'embeding' is unknown \(did you mean 'embedding'\?\)"):
+        load_compare_config(bad)
+    for label in ("initialization", "optimizer", "initialization and embedding", "loss, weighting"):
+        bad["comparisons"][0]["slot"] = label
+        assert load_compare_config(_copy(bad))["comparisons"][0]["slot"] == label
