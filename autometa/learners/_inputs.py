@@ -7,6 +7,12 @@
   kind of target would otherwise train silently on nonsense (float targets under
   cross-entropy give a zero loss; ``(tasks, examples)`` regression targets broadcast into an
   ``examples x examples`` loss).
+- A torch shape or dtype error raised by the call is re-raised as one :class:`TaskSpecError`
+  when the network itself fails on one task's inputs (integer inputs into a ``Linear`` network,
+  a feature dimension other than the first layer's): it names the inputs' shape and dtype, the
+  first layer and the fix, with torch's message chained (:func:`explain_model_error`). Integer
+  inputs are legitimate for a network that starts with ``nn.Embedding``; the check is against
+  the network, run once on one task's support inputs, and only after torch has already failed.
 - The network's buffers are protected (:func:`autometa.nets.no_buffer_updates`): a user's
   batch norm uses batch statistics in ``train()`` mode and its stored running statistics in
   ``eval()`` mode, and no call changes them. Buffers of the learner itself (outside
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 
 import torch
 from torch import Tensor, nn
@@ -71,6 +78,71 @@ def check_batch(learner, batch) -> TaskBatch:
             raise TaskSpecError(f"{owner}: {name} has dtype {x.dtype} but the network's parameters {dtype}. "
                                 f"Convert the inputs (x.to({dtype})) or the network (model.to({x.dtype})).")
     return batch
+
+
+#: torch's messages for inputs a layer cannot take (matmul shapes or dtypes, conv channels, ...)
+_MISMATCH_WORDS = ("shapes cannot be multiplied", "same dtype", "scalar type", "size mismatch", "expected input",
+                   "input type", "weight type", "to have", "dtype", "channels", "must match the size", "expected",
+                   "index out of range")
+
+
+def _first_layer(model: nn.Module) -> nn.Module | None:
+    """The first module (in definition order) with parameters of its own: a Sequential's first layer."""
+    return next((m for m in model.modules() if any(True for _ in m.parameters(recurse=False))), None)
+
+
+def _fix(layer: nn.Module | None, x: Tensor, torch_says: str) -> str:
+    """The likely fix for inputs ``x`` (one task: examples x features...) that ``layer`` cannot take."""
+    integer = not (x.is_floating_point() or x.is_complex())
+    weight = getattr(layer, "weight", None)
+    if isinstance(layer, nn.Embedding):
+        return (f"An nn.Embedding takes integer ids below {layer.num_embeddings}; pass x.long() with ids in "
+                f"range.")
+    if integer and isinstance(weight, Tensor) and weight.is_floating_point():
+        return (f"Convert the inputs to the network's dtype (x.to({weight.dtype})), or, for integer token ids, start "
+                f"the network with an nn.Embedding.")
+    arrived = re.search(r"shapes cannot be multiplied \(\d+x(\d+) and", torch_says)
+    if isinstance(layer, nn.Linear) and arrived and int(arrived.group(1)) != layer.in_features:
+        features = int(arrived.group(1))  # what reached the layer (after any flattening)
+        return (f"The inputs reach the first layer with {features} features but it takes {layer.in_features}: "
+                f"build it as nn.Linear({features}, {layer.out_features}), or give inputs of "
+                f"{layer.in_features} features.")
+    if isinstance(layer, nn.modules.conv._ConvNd) and x.dim() >= 2 and x.shape[1] != layer.in_channels:
+        return (f"One example has shape {tuple(x.shape[1:])} (channels first) but the first convolution takes "
+                f"{layer.in_channels} channels: build it with in_channels={x.shape[1]}, or reshape the inputs to "
+                f"(tasks, examples, {layer.in_channels}, height, width).")
+    return (f"Make the network accept one task's inputs: model(support_x[0]) must run on a tensor of shape "
+            f"{tuple(x.shape)} and dtype {x.dtype}.")
+
+
+def explain_model_error(learner, batch: TaskBatch, exc: Exception) -> TaskSpecError | None:
+    """A :class:`TaskSpecError` for ``exc`` when the network cannot take the batch's inputs, else None.
+
+    ``exc`` is a torch error raised inside a learner's call. It is explained only when its message
+    is a shape or dtype complaint and the network, run by itself (no gradient, buffers protected)
+    on the first task's support inputs, fails too: then the inputs do not fit the network, not the
+    learner's code. Any other error is left to propagate unchanged.
+    """
+    model = getattr(learner, "model", None)
+    if not isinstance(model, nn.Module) or not any(w in str(exc).lower() for w in _MISMATCH_WORDS):
+        return None
+    x = batch.support_x[0]
+    try:
+        with torch.no_grad(), no_buffer_updates(model):
+            model(x)
+    except (RuntimeError, IndexError) as probe:  # IndexError: an nn.Embedding given ids out of range
+        torch_says = str(probe).strip().splitlines()[0] if str(probe).strip() else type(probe).__name__
+    else:
+        return None
+    layer = _first_layer(model)
+    owner = type(learner).__name__
+    shown = f"{type(layer).__name__}({layer.extra_repr()})" if layer is not None else "none with parameters"
+    dtype = next((p.dtype for p in model.parameters()), None)
+    return TaskSpecError(
+        f"{owner}: the network does not accept the meta-batch's inputs: support_x has shape "
+        f"{tuple(batch.support_x.shape)} and dtype {batch.support_x.dtype} (one task: {tuple(x.shape)}); the "
+        f"network's parameters are {dtype} and its first layer is {shown}. torch said: {torch_says}. "
+        f"{_fix(layer, x, torch_says)}")
 
 
 def check_batching(learner) -> None:
@@ -138,6 +210,11 @@ def prepared(method):
             model = getattr(self, "model", self)
             with no_buffer_updates(model), _small_model_threads(model, batch):  # the user's network only
                 return method(self, batch, *args, **kwargs)
+        except (RuntimeError, IndexError) as exc:  # torch's raw shape/dtype error, when the inputs do not fit
+            explained = explain_model_error(self, batch, exc)
+            if explained is None:
+                raise
+            raise explained from exc
         finally:
             self.__dict__["_autometa_in_call"] = False
 

@@ -196,6 +196,73 @@ def test_inputs_of_another_dtype_than_the_network():
         learner.meta_backward(regression())
 
 
+@pytest.mark.parametrize("batching", ["loop", "vmap", "threads"])
+@pytest.mark.parametrize("call", ["meta_backward", "evaluate"])
+def test_integer_inputs_into_a_linear_network_name_the_dtype_and_the_fix(batching, call):
+    """Was torch's raw "expected m1 and m2 to have the same dtype" (fault injection, issue 17)."""
+    sx, sy, qx, qy = regression()
+    learner = MAML(bn_net(), inner_lr=0.05, task="regression", batching=batching,
+                   first_order=batching == "vmap")  # second-order vmap over batch norm is refused (above)
+    with pytest.raises(TaskSpecError) as info:
+        getattr(learner, call)((sx.long(), sy, qx.long(), qy))
+    text = str(info.value)
+    assert "support_x has shape (4, 5, 2) and dtype torch.int64" in text and "Linear(in_features=2" in text
+    assert "x.to(torch.float32)" in text and "nn.Embedding" in text
+    assert isinstance(info.value.__cause__, RuntimeError)  # torch's own message stays chained
+
+
+def test_a_feature_dimension_the_network_does_not_take_names_the_shapes_and_the_fix():
+    """Was torch's raw "mat1 and mat2 shapes cannot be multiplied" (fault injection, issue 17)."""
+    sx, sy, qx, qy = regression()
+    learner = MAML(bn_net(), inner_lr=0.05, task="regression")
+    with pytest.raises(TaskSpecError) as info:
+        learner.meta_backward((sx[..., [0, 1, 1]], sy, qx[..., [0, 1, 1]], qy))
+    text = str(info.value)
+    assert "support_x has shape (4, 5, 3)" in text and "reach the first layer with 3 features but it takes 2" in text
+    assert "nn.Linear(3, 16)" in text and "mat1 and mat2 shapes cannot be multiplied" in text  # torch's words too
+    learner.meta_backward((sx, sy, qx, qy))  # inputs that fit run as before
+
+
+def test_features_are_counted_where_they_reach_the_first_layer():
+    """After a Flatten, the features that reach the first Linear (3 x 3 = 9) are named, not the last dimension."""
+    sx, sy, qx, qy = classification()
+    torch.manual_seed(0)
+    learner = ProtoNet(nn.Sequential(nn.Flatten(), nn.Linear(4, 8)))
+    images = sx[..., [0, 1, 0]][..., None].expand(3, 6, 3, 3)
+    with pytest.raises(TaskSpecError, match=r"\(3, 6, 3, 3\).*reach the first layer with 9 features but it takes 4"):
+        learner.meta_backward((images, sy, images, qy))
+    learner.meta_backward((images[..., :2, :2], sy, images[..., :2, :2], qy))
+
+
+def test_integer_ids_into_an_embedding_network_run_and_ids_out_of_range_are_named():
+    class Bag(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.head = nn.Embedding(10, 4), nn.Linear(4, 1)
+
+        def forward(self, x):
+            return self.head(self.embed(x).mean(-2))
+
+    torch.manual_seed(0)
+    learner = MAML(Bag(), inner_lr=0.05, task="regression")
+    x, y = torch.randint(0, 10, (2, 5, 3)), torch.randn(2, 5, 1)
+    assert torch.isfinite(torch.tensor(learner.meta_backward((x, y, x, y))["loss"]))  # legitimate integer inputs
+    with pytest.raises(TaskSpecError, match=r"Embedding\(10, 4\).*integer ids below 10"):
+        learner.meta_backward((x + 10, y, x + 10, y))
+
+
+def test_an_error_of_the_learner_itself_is_not_blamed_on_the_inputs():
+    """Only an error that the network also raises on the inputs by itself is explained; others propagate."""
+    from autometa.learners._inputs import explain_model_error
+
+    learner = MAML(bn_net(), inner_lr=0.05, task="regression")
+    exc = RuntimeError("mat1 and mat2 shapes cannot be multiplied (5x7 and 2x16)")
+    assert explain_model_error(learner, TaskBatch(*regression()), exc) is None  # the network runs on these
+    sx, sy, qx, qy = regression()
+    assert explain_model_error(learner, TaskBatch(sx.long(), sy, qx.long(), qy), RuntimeError("out of memory")) is None
+    assert explain_model_error(learner, TaskBatch(sx.long(), sy, qx.long(), qy), exc) is not None
+
+
 # ----------------------------------------------------------------------------- tuples and single tasks
 
 @pytest.mark.parametrize("kind", ["regression", "classification"])
