@@ -6,7 +6,11 @@ number of trials have finished, plus a random delay of up to 3 s), then resumed
 with --resume until it finishes. Recorded per sweep: the trials finished at each kill, the final
 trials, trials lost (finished before a kill but missing or changed afterwards), duplicated (a
 finished trial that ran again: same parameters completed twice, or a number that ended twice in
-Ray's journal), and Ray processes still running 30 s after each kill. Prints a table, writes JSON.
+Ray's journal), Ray processes still running 30 s after each kill, and (Ray) the local addresses of
+every TCP socket the driver and its Ray processes listen on while trials run (the ports check: all must
+be loopback). A sweep is ok when sweep.json (and trials.csv) hold exactly the requested trials,
+numbered 0 .. trials-1, every one complete, none lost or duplicated, no process left behind and no
+listener off loopback. Prints a table, writes JSON.
 
     python benchmarks/fault_injection_sweeps.py --out benchmarks/fault_injection_sweeps.json
 """
@@ -51,6 +55,41 @@ def owner_tokens() -> set[str]:
     return tokens
 
 
+def _address(hexed: str) -> str:
+    raw = bytes.fromhex(hexed)
+    data = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # /proc prints 32-bit words little-endian
+    if len(data) == 4:
+        return ".".join(str(b) for b in data)
+    if data[:12] == b"\0" * 10 + b"\xff\xff":
+        return "::ffff:" + ".".join(str(b) for b in data[12:])
+    return ":".join(data[i:i + 2].hex() for i in range(0, 16, 2))
+
+
+def is_loopback(address: str) -> bool:
+    return address.startswith(("127.", "::ffff:127.")) or address == "0000:" * 7 + "0001"
+
+
+def listeners(pids) -> set[str]:
+    """``address:port`` of the TCP sockets in LISTEN state that ``pids`` hold (/proc/net/tcp, tcp6)."""
+    inodes = set()
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                host, port = fields[1].split(":")
+                found.add(f"{_address(host)}:{int(port, 16)}")
+    return found
+
+
 def finished_now(backend: str, out: Path) -> dict[int, dict]:
     """{number: params} of the trials finished (complete) on disk right now."""
     if backend == "ray":
@@ -73,7 +112,8 @@ def finished_now(backend: str, out: Path) -> dict[int, dict]:
         study = optuna.load_study(study_name="autometa", storage=f"sqlite:///{out / 'study.db'}")
     except Exception:
         return {}
-    return {t.number: dict(t.params) for t in study.get_trials(deepcopy=False)
+    # a re-run of an interrupted trial carries the interrupted trial's number (autometa_retry_of)
+    return {t.user_attrs.get("autometa_retry_of", t.number): dict(t.params) for t in study.get_trials(deepcopy=False)
             if t.state == optuna.trial.TrialState.COMPLETE}
 
 
@@ -88,14 +128,16 @@ def one_sweep(backend: str, index: int, trials: int, kills: int, rng: random.Ran
     if backend == "ray":
         command += ["--num-cpus", "2"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
-    events, seen_finished, left_after_kills = [], {}, []
+    events, seen_finished, left_after_kills, listening = [], {}, [], set()
     start = time.time()
     attempt = 0
     while True:
         resume = ["--resume"] if attempt else []
         before = owner_tokens()
-        driver = subprocess.Popen(command + resume, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+        stderr = open(folder / f"stderr{attempt}.txt", "wb")  # a file, not a pipe that could fill while we poll
+        driver = subprocess.Popen(command + resume, stdout=subprocess.DEVNULL, stderr=stderr, env=env,
                                   start_new_session=True)
+        stderr.close()
         if attempt < kills:
             # a random moment: once a random number of trials (0 to all but one) have finished,
             # plus a random extra delay, so that kills fall during Ray's start, trials and writes
@@ -106,6 +148,7 @@ def one_sweep(backend: str, index: int, trials: int, kills: int, rng: random.Ran
                 if backend == "ray":  # Optuna starts no process; other jobs' Ray must not be counted
                     for token in owner_tokens() - before:
                         processes.update(family(token, {driver.pid}))
+                    listening |= listeners(list(_alive(processes)) + [driver.pid])
                 if fired is None and len(finished_now(backend, out)) >= wait_for:
                     fired = time.time()
                 if fired is not None and time.time() - fired >= extra:
@@ -128,7 +171,15 @@ def one_sweep(backend: str, index: int, trials: int, kills: int, rng: random.Ran
                                "ray_processes_seen": len(processes), "left_30s_after_kill": left})
                 attempt += 1
                 continue
-        _, err = driver.communicate(timeout=1800)
+        if backend == "ray":  # the ports check in the run that finishes too
+            processes = {}
+            while driver.poll() is None:
+                for token in owner_tokens() - before:
+                    processes.update(family(token, {driver.pid}))
+                listening |= listeners(list(_alive(processes)) + [driver.pid])
+                time.sleep(0.5)
+        driver.wait(timeout=1800)
+        err = (folder / f"stderr{attempt}.txt").read_bytes()
         events.append({"final_rc": driver.returncode, "stderr_tail": err.decode(errors="replace")[-300:]
                        if driver.returncode else ""})
         break
@@ -148,11 +199,17 @@ def one_sweep(backend: str, index: int, trials: int, kills: int, rng: random.Ran
             if entry.get("event") == "end":
                 ends.append(entry["record"]["number"])
         duplicated += len(ends) - len(set(ends))
+    numbers = sorted(t["number"] for t in sweep["trials"])
+    csv_rows = len((out / "trials.csv").read_text().splitlines()) - 1 if (out / "trials.csv").exists() else 0
+    off_loopback = sorted(a for a in listening if not is_loopback(a.rsplit(":", 1)[0]))
+    exact = numbers == list(range(trials)) and len(complete) == trials and csv_rows == trials
     return {"backend": backend, "sweep": index, "requested": trials, "complete": len(complete),
-            "trials_in_sweep_json": len(sweep["trials"]), "counts": sweep.get("counts"),
+            "trials_in_sweep_json": len(sweep["trials"]), "numbers": numbers, "trials_csv_rows": csv_rows,
+            "counts": sweep.get("counts"), "rerun_after_interruption": sweep.get("info", {}).get("rerun"),
             "finished_before_kills": len(seen_finished), "lost": lost, "duplicated": duplicated,
             "kills": sum("kill_after_s" in e for e in events), "processes_left": sum(left_after_kills),
-            "ok": len(complete) == trials and not lost and not duplicated and not sum(left_after_kills),
+            "listeners": sorted(listening), "listeners_off_loopback": off_loopback,
+            "ok": exact and not lost and not duplicated and not sum(left_after_kills) and not off_loopback,
             "wall_s": round(time.time() - start, 1), "events": events}
 
 
@@ -166,6 +223,7 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/fault_injection_sweeps.json")
     args = parser.parse_args()
     rng = random.Random(args.seed)
+    load_start = os.getloadavg()
     rows = []
     for backend in args.backends:
         for index in range(args.sweeps):
@@ -175,10 +233,13 @@ def main() -> None:
             print(f"{backend:7s} sweep {index}: {row['complete']}/{row['requested']} complete, kills {row['kills']} "
                   f"(at {[e.get('kill_after_s') for e in row['events'] if 'kill_after_s' in e]} s, finished then "
                   f"{[e.get('finished_at_kill') for e in row['events'] if 'kill_after_s' in e]}), lost {row['lost']}, "
-                  f"duplicated {row['duplicated']}, processes left {row['processes_left']}, {row['wall_s']} s",
+                  f"duplicated {row['duplicated']}, processes left {row['processes_left']}, numbers {row['numbers']}, "
+                  f"re-run {row['rerun_after_interruption']}, listeners {len(row['listeners'])} "
+                  f"(off loopback {row['listeners_off_loopback']}), {row['wall_s']} s",
                   flush=True)
     load = os.getloadavg()
-    summary = {"command": " ".join(sys.argv), "load_avg": load, "cpus": os.cpu_count(), "rows": rows,
+    summary = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+               "load_avg_at_end": load, "load_avg_at_start": load_start, "cpus": os.cpu_count(), "rows": rows,
                "all_ok": all(r["ok"] for r in rows)}
     Path(args.out).write_text(json.dumps(summary, indent=2))
     print(f"all ok: {summary['all_ok']}; load average {load[0]:.1f}; written to {args.out}")

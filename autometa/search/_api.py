@@ -212,9 +212,11 @@ def search(objective_or_config, space=None, *, backend: str = "optuna", n_trials
         out_dir: results directory (storage, per-trial runs of a config sweep).
         resume: continue the search found in the storage instead of refusing to overwrite it.
             Finished trials are kept and count toward ``n_trials``; a trial that was running when
-            the process died runs again with the same parameters (optuna, nni: under a new number,
-            the interrupted one recorded as failed; ray: under its own number, from autometa's
-            journal ``ray_trials.jsonl``, whatever state Tune's files are in).
+            the process died runs again with the same parameters under its own number, so the
+            result holds exactly one record per number 0 .. n_trials-1 (``info["rerun"]`` names the
+            numbers re-run; optuna keeps the interrupted attempts in its study and lists them in
+            ``info["interrupted"]``; ray reads autometa's journal ``ray_trials.jsonl``, whatever
+            state Tune's files are in).
         timeout: stop starting trials after this many seconds (optuna, nni).
         address, auth_token, num_cpus: ray: the cluster to join (None: start a local Ray), its
             authentication token (Ray >= 2.59 clusters; default ``$RAY_AUTH_TOKEN`` or the token

@@ -147,7 +147,9 @@ def run_sweep(args: argparse.Namespace) -> int:
     files = result.write(out)
     counts = {s: sum(t.state == s for t in result.trials) for s in ("complete", "pruned", "failed")}
     counts["diverged"] = sum("diverged_at_step" in t.user_attrs for t in result.trials)  # among the pruned
-    print(f"{len(result.trials)} trials ({counts}) with {result.backend} in {result.info.get('wall_time_s')} s")
+    rerun = result.info.get("rerun")
+    again = f"; trial(s) {rerun} re-run after an interruption" if rerun else ""
+    print(f"{len(result.trials)} trials ({counts}) with {result.backend} in {result.info.get('wall_time_s')} s{again}")
     if result.completed and not result.multi_objective:
         best = result.best_trial
         print(f"best {result.metric_names[0]} = {best.value:.6g} (trial {best.number}): {best.params}")

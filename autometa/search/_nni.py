@@ -22,8 +22,8 @@ Resuming: trials are journaled in ``<out_dir>/nni_trials.jsonl``. With ``resume=
 finished trials are kept and count toward ``n_trials``; the TPE tuner is warm-started with
 their results (``import_data``); the random tuner's seed is offset by the number of trials
 kept; the evolution tuner cannot import results and starts a fresh population. A trial that
-was running when the process died is recorded as failed (interrupted) and run again with the
-same parameters.
+was running when the process died runs again with the same parameters under its own number, so
+the records hold exactly one trial per number; the numbers re-run are in ``info["rerun"]``.
 """
 
 from __future__ import annotations
@@ -166,12 +166,9 @@ def run(objective, space: SearchSpace, settings: Settings) -> BackendRun:
     if (kept or interrupted) and not settings.resume:
         raise ConfigError(f"{journal} already holds {len(kept) + len(interrupted)} trial(s). Pass resume=True "
                           f"(CLI: --resume) to continue, or another out_dir.")
-    records = list(kept)
-    for entry in interrupted:
-        records.append(TrialRecord(entry["number"], entry["params"], "failed", error=(
-            "interrupted: the sweep process stopped during this trial; it was re-run with the same parameters")))
-    next_number = max((r.number for r in records), default=-1) + 1
-    seed = None if settings.seed is None else settings.seed + len(records)
+    records = list(kept)  # an interrupted trial is not a record: its re-run, under its number, is
+    next_number = max([r.number for r in kept] + [e["number"] for e in interrupted], default=-1) + 1
+    seed = None if settings.seed is None else settings.seed + len(kept) + len(interrupted)
     rng_state = {"python": random.Random(seed).getstate(),
                  "numpy": np.random.RandomState(seed).get_state()}
     tuner = _make_tuner(settings, space, seed, rng_state)
@@ -188,19 +185,20 @@ def run(objective, space: SearchSpace, settings: Settings) -> BackendRun:
         journal.parent.mkdir(parents=True, exist_ok=True)
     log = open(journal, "a") if journal is not None else None
     finished = len(kept)
-    retry = [entry["params"] for entry in interrupted]
+    retry = list(interrupted)
     exhausted = False
     start = time.perf_counter()
     try:
         while finished < settings.n_trials:
             if settings.timeout is not None and time.perf_counter() - start > settings.timeout:
                 break
-            number = next_number
-            next_number += 1
             if retry:
-                params = retry.pop(0)
+                entry = retry.pop(0)
+                number, params = entry["number"], entry["params"]
                 from_tuner = False
             else:
+                number = next_number
+                next_number += 1
                 import nni
 
                 try:
@@ -251,8 +249,13 @@ def run(objective, space: SearchSpace, settings: Settings) -> BackendRun:
     finally:
         if log:
             log.close()
+    for entry in retry:  # not re-run (a timeout, or the space ran out): recorded, so no number is missing
+        records.append(TrialRecord(entry["number"], entry["params"], "failed", error=(
+            "interrupted: the sweep process stopped during this trial; resume to re-run it with the same "
+            "parameters")))
     info = {"sampler": settings.sampler, "pruner": settings.pruner, "seed": settings.seed,
             "journal": str(journal) if journal else None, "resumed_from": len(kept) + len(interrupted),
-            "interrupted_rerun": len(interrupted), "space_exhausted": exhausted,
+            "interrupted_rerun": len(interrupted), "rerun": [e["number"] for e in interrupted],
+            "space_exhausted": exhausted,
             "wall_time_s": round(time.perf_counter() - start, 3)}
     return BackendRun(records, info)

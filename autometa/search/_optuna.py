@@ -9,8 +9,12 @@ not prune multi-objective trials).
 
 Resuming: running the same search again with ``resume=True`` loads the study from its storage.
 Finished trials (complete, pruned, failed) are kept and count toward ``n_trials``; a trial left
-RUNNING by a killed process is marked failed (``user_attrs.autometa_interrupted``) and enqueued
-again with the same parameters, so it is re-run once and not counted twice. This assumes no
+RUNNING by a killed process is marked failed in the study (``user_attrs.autometa_interrupted``)
+and enqueued again with the same parameters and the same autometa number, so it is re-run once
+and not counted twice. Trial numbers are autometa's (``user_attrs.autometa_number``, 0, 1, ...
+without gaps), not Optuna's, which gives every attempt a new number: the search's records hold
+exactly one trial per number; every interrupted attempt is listed in ``info["interrupted"]``
+(with its Optuna number) and the numbers this call re-ran in ``info["rerun"]``. This assumes no
 other process is working on the study at the same time (for several workers on one study, use
 a server database and Optuna's heartbeat instead). The sampler's seed is offset by the number of
 trials already in the study, so a resumed random search does not replay the first proposals.
@@ -18,6 +22,7 @@ trials already in the study, so a resumed random search does not replay the firs
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -66,8 +71,9 @@ class OptunaTrial(Trial):
 
     backend = "optuna"
 
-    def __init__(self, optuna_trial, space: SearchSpace, params: dict, multi_objective: bool):
-        super().__init__(optuna_trial.number, space, params, multi_objective)
+    def __init__(self, optuna_trial, space: SearchSpace, params: dict, multi_objective: bool,
+                 number: int | None = None):
+        super().__init__(optuna_trial.number if number is None else number, space, params, multi_objective)
         self._trial = optuna_trial
 
     def _suggest_new(self, param: Param):
@@ -142,15 +148,31 @@ def storage_url(settings: Settings) -> str | None:
     return None
 
 
+INTERRUPTED = "interrupted: the sweep process stopped during this trial; it was re-run with the same parameters"
+NUMBER = "autometa_number"  # user attribute: the trial's number in autometa's records (Optuna's counts attempts)
+
+
+def autometa_number(frozen) -> int:
+    """The number of an Optuna trial in autometa's records (Optuna's own for studies of older versions)."""
+    return int(frozen.user_attrs.get(NUMBER, frozen.number))
+
+
 def to_record(frozen) -> TrialRecord | None:
-    """A neutral record of a finished Optuna trial (None while it is still running or waiting)."""
+    """A neutral record of a finished Optuna trial (None while it is still running or waiting).
+
+    Its number is autometa's; a re-run of an interrupted trial keeps that trial's number, and its
+    Optuna number is kept in ``user_attrs["optuna_number"]``.
+    """
     state = _STATES.get(frozen.state)
     if state is None:
         return None
     attrs = dict(frozen.user_attrs)
+    number = int(attrs.pop(NUMBER, frozen.number))
+    if number != frozen.number:
+        attrs["optuna_number"] = frozen.number
     error = attrs.pop("autometa_error", None)
     if attrs.pop("autometa_interrupted", False):
-        error = "interrupted: the sweep process stopped during this trial; it was re-run with the same parameters"
+        error = INTERRUPTED
     values = frozen.values
     intermediate = {int(k): float(v) for k, v in frozen.intermediate_values.items()}
     if state == "pruned" and "diverged_at_step" in attrs:
@@ -160,19 +182,47 @@ def to_record(frozen) -> TrialRecord | None:
     if state == "failed" and error is None:
         error = frozen.system_attrs.get("fail_reason", "failed (Optuna recorded no reason)")
     duration = frozen.duration.total_seconds() if frozen.duration is not None else None
-    return TrialRecord(frozen.number, dict(frozen.params), state, None if values is None else list(values),
+    return TrialRecord(number, dict(frozen.params), state, None if values is None else list(values),
                        intermediate, duration, error, attrs, str(frozen._trial_id))
 
 
-def _recover_interrupted(study) -> int:
-    """Mark trials left RUNNING as failed and enqueue their parameters again; return how many."""
+def _recover_interrupted(study) -> list[int | None]:
+    """Mark trials left RUNNING as failed and enqueue their parameters again under their numbers; return those.
+
+    A trial killed before it was given an autometa number is re-run under a new one (None).
+    """
     storage = study._storage
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for frozen in stale:
         storage.set_trial_user_attr(frozen._trial_id, "autometa_interrupted", True)
         storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL)
-        study.enqueue_trial(frozen.params, user_attrs={"autometa_retry_of": frozen.number})
-    return len(stale)
+        keep = {NUMBER: frozen.user_attrs[NUMBER]} if NUMBER in frozen.user_attrs else {}
+        study.enqueue_trial(frozen.params, user_attrs=keep)
+    return [frozen.user_attrs.get(NUMBER) for frozen in stale]
+
+
+def _records(study) -> tuple[list[TrialRecord], list[dict]]:
+    """(one record per autometa number, every interrupted attempt in the study).
+
+    An interrupted attempt is not a trial of the search: its number's re-run is. A number whose
+    re-run has not finished (a timeout, or killed while waiting) is recorded as failed, so no
+    number is missing.
+    """
+    frozen = study.get_trials(deepcopy=False)
+    interrupted = [t for t in frozen if t.user_attrs.get("autometa_interrupted")]
+    records = {}
+    for t in frozen:
+        record = None if t.user_attrs.get("autometa_interrupted") else to_record(t)
+        if record is not None:
+            records[record.number] = record
+    # an attempt killed before it was numbered (or from an older autometa) is re-run under a new number
+    attempts = [{"number": t.user_attrs.get(NUMBER), "optuna_number": t.number, "params": dict(t.params)}
+                for t in interrupted]
+    for attempt in attempts:
+        if attempt["number"] is not None and attempt["number"] not in records:
+            records[attempt["number"]] = TrialRecord(attempt["number"], attempt["params"], "failed", error=(
+                INTERRUPTED.replace("; it was re-run", "; resume to re-run")))
+    return list(records.values()), attempts
 
 
 def fanova_importances(trials: list[TrialRecord], params: list[Param], direction: str, objective: int = 0,
@@ -217,14 +267,26 @@ def run(objective, space: SearchSpace, settings: Settings) -> BackendRun:
     study = optuna.create_study(storage=url, study_name=settings.study_name, directions=settings.directions,
                                 sampler=make_sampler(settings, space, seed), pruner=make_pruner(settings),
                                 load_if_exists=True)
-    interrupted = _recover_interrupted(study)
+    recovered = _recover_interrupted(study)
     finished = [t for t in study.get_trials(deepcopy=False, states=tuple(_STATES))
                 if not t.user_attrs.get("autometa_interrupted")]
     remaining = max(0, settings.n_trials - len(finished))
     multi = settings.n_objectives > 1
+    numbers = {"next": max((autometa_number(t) for t in study.get_trials(deepcopy=False)), default=-1) + 1}
+    lock = threading.Lock()  # trials run in threads with max_concurrent > 1
+
+    def number_of(optuna_trial) -> int:
+        """The autometa number: kept by a re-run of an interrupted trial, else the next free one."""
+        if NUMBER in optuna_trial.user_attrs:
+            return int(optuna_trial.user_attrs[NUMBER])
+        with lock:
+            number, numbers["next"] = numbers["next"], numbers["next"] + 1
+        optuna_trial.set_user_attr(NUMBER, number)
+        return number
 
     def wrapped(optuna_trial):
-        trial = OptunaTrial(optuna_trial, space, suggest_space(optuna_trial, space), multi)
+        number = number_of(optuna_trial)
+        trial = OptunaTrial(optuna_trial, space, suggest_space(optuna_trial, space), multi, number)
         try:
             values = run_objective(objective, trial, settings.n_objectives)
         except TrialPruned as exc:
@@ -251,9 +313,10 @@ def run(objective, space: SearchSpace, settings: Settings) -> BackendRun:
     if remaining:
         study.optimize(wrapped, n_trials=remaining, timeout=settings.timeout, catch=(Exception,),
                        callbacks=callbacks, n_jobs=settings.max_concurrent or 1)
-    records = [r for r in (to_record(t) for t in study.get_trials(deepcopy=False)) if r is not None]
+    records, attempts = _records(study)
     info = {"sampler": settings.sampler, "pruner": settings.pruner, "seed": settings.seed, "storage": url,
-            "study_name": settings.study_name, "resumed_from": before, "interrupted_rerun": interrupted,
+            "study_name": settings.study_name, "resumed_from": before, "interrupted_rerun": len(recovered),
+            "rerun": sorted(n for n in recovered if n is not None), "interrupted": attempts,
             "wall_time_s": round(time.perf_counter() - start, 3)}
     return BackendRun(records, info)
 
