@@ -322,6 +322,8 @@ CLI = [
     # compare configs
     ("compare-bad-slot", lambda t: ["compare", compare_cfg(t, slot="initializaton"), "--out", str(t / "c")],
      None, "initializaton", "error"),
+    ("compare-bad-slot-part", lambda t: ["compare", compare_cfg(t, slot="initialization and embeding"), "--out",
+                                         str(t / "c")], None, "embeding", "error"),
     ("compare-bad-kind", lambda t: ["compare", compare_cfg(t, kind="lerned"), "--out", str(t / "c")], None,
      "lerned", "error"),
     ("compare-bad-learner", lambda t: ["compare", compare_cfg(t, learner="mamll"), "--out", str(t / "c")], None,
@@ -372,6 +374,32 @@ def _maml(**kw):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(1, 8), nn.ReLU(), nn.Linear(8, 1))
     return MAML(net, **{"inner_lr": 0.05, "task": "regression", **kw})
+
+
+def _conv_maml():
+    from torch import nn
+
+    from autometa.learners import MAML
+
+    torch.manual_seed(0)
+    return MAML(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(64, 2)), inner_lr=0.05)
+
+
+def _embedding_maml():
+    from torch import nn
+
+    from autometa.learners import MAML
+
+    class Bag(nn.Module):  # integer token ids are legitimate inputs for an embedding network
+        def __init__(self):
+            super().__init__()
+            self.embed, self.head = nn.Embedding(10, 4), nn.Linear(4, 1)
+
+        def forward(self, x):
+            return self.head(self.embed(x).mean(-2))
+
+    torch.manual_seed(0)
+    return MAML(Bag(), inner_lr=0.05, task="regression")
 
 
 def _batch(b=2, n=5, d=1):
@@ -434,6 +462,15 @@ API = [
     ("api-task-count-mismatch", lambda t: _maml().meta_backward(
         (_batch(b=2)[0], _batch(b=2)[1], _batch(b=3)[2], _batch(b=3)[3])), "2", "error"),
     ("api-feature-dim-mismatch", lambda t: _maml().meta_backward(_batch(d=3)), "3", "error"),
+    ("api-conv-channels-mismatch", lambda t: _conv_maml().meta_backward(
+        (torch.randn(2, 4, 1, 6, 6), torch.arange(2).repeat(2, 2), torch.randn(2, 4, 1, 6, 6),
+         torch.arange(2).repeat(2, 2))), "channels", "error"),
+    ("api-embedding-ids-out-of-range", lambda t: _embedding_maml().meta_backward(
+        (torch.randint(10, 20, (2, 5, 3)), torch.randn(2, 5, 1), torch.randint(0, 10, (2, 5, 3)),
+         torch.randn(2, 5, 1))), "10", "error"),
+    ("api-embedding-integer-ids", lambda t: _embedding_maml().meta_backward(
+        (torch.randint(0, 10, (2, 5, 3)), torch.randn(2, 5, 1), torch.randint(0, 10, (2, 5, 3)),
+         torch.randn(2, 5, 1))), "", "accept"),
     ("api-float-targets-classification", lambda t: _maml(task="classification").meta_backward(_batch()),
      "float", "error"),
     ("api-build-learner-unknown", lambda t: __import__("autometa.learners", fromlist=["x"]).build_learner(
@@ -646,7 +683,7 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(args.seed)
     only = set(filter(None, args.only.split(",")))
-    started = time.time()
+    started, load_at_start = time.time(), os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="autometa-faults-") as tmp:
         folder = Path(tmp)
         (folder / "base").mkdir()
@@ -685,7 +722,7 @@ def main() -> None:
                   f"{r['last_step_at_kill']}, resume exit {r['resume_exit_code']}, bit-exact {r['bit_exact']}")
     load = os.getloadavg()
     result = {"command": " ".join(["python", *sys.argv]), "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-              "wall_s": round(time.time() - started, 1), "loadavg_at_end": load, "cpus": os.cpu_count(),
+              "wall_s": round(time.time() - started, 1), "loadavg_at_start": load_at_start, "loadavg_at_end": load, "cpus": os.cpu_count(),
               "torch": torch.__version__, "verdicts": counts, "cases": rows, "kill_resume": kills}
     if not only:
         Path(args.out).write_text(json.dumps(result, indent=1, default=str) + "\n")

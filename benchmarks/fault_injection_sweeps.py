@@ -92,9 +92,9 @@ def listeners(pids) -> set[str]:
 
 def finished_now(backend: str, out: Path) -> dict[int, dict]:
     """{number: params} of the trials finished (complete) on disk right now."""
-    if backend == "ray":
+    if backend in ("ray", "nni"):
         done = {}
-        journal = out / "ray_trials.jsonl"
+        journal = out / f"{backend}_trials.jsonl"
         for line in journal.read_text().splitlines() if journal.exists() else []:
             try:
                 entry = json.loads(line)
@@ -189,9 +189,9 @@ def one_sweep(backend: str, index: int, trials: int, kills: int, rng: random.Ran
     lost = [n for n, params in seen_finished.items() if n not in by_number or by_number[n]["params"] != params]
     params = [json.dumps(t["params"], sort_keys=True) for t in complete]
     duplicated = len(params) - len(set(params))
-    if backend == "ray":
+    if backend in ("ray", "nni"):  # a number that ended twice in the journal ran twice
         ends = []
-        for line in (out / "ray_trials.jsonl").read_text().splitlines():
+        for line in (out / f"{backend}_trials.jsonl").read_text().splitlines():
             try:
                 entry = json.loads(line)
             except ValueError:

@@ -2,7 +2,8 @@
 
 Each mutation is an exact source-text replacement in one file of a temporary copy of the
 ``autometa`` package; ``tests/learners/test_values.py`` then runs against that copy in a
-subprocess and must fail (pytest exit code 1: a test failed, not a collection error). A control
+subprocess, with the default run's marker selection (not slow, not gpu), and must fail (pytest
+exit code 1: a test failed, not a collection error). A control
 run without mutation must pass, so a failure is the mutation's doing.
 
 After a refactor moves the code a mutation targets, its snippet no longer matches and the test
@@ -83,7 +84,9 @@ def run_value_tests(root: Path) -> subprocess.CompletedProcess:
     check = ("import autometa, pathlib, sys\n"
              f"if pathlib.Path(autometa.__file__).resolve().parent != pathlib.Path({str(root / 'autometa')!r}):\n"
              "    print('the copy was not imported: ' + autometa.__file__); sys.exit(3)")
-    command = f"{check}\nimport pytest; sys.exit(pytest.main(['-q', '-x', 'test_values.py']))"
+    # the default run's selection (pyproject's addopts): a value test marked slow would not guard it
+    selection = "['-q', '-x', '-m', 'not slow and not gpu', 'test_values.py']"
+    command = f"{check}\nimport pytest; sys.exit(pytest.main({selection}))"
     return subprocess.run([sys.executable, "-c", command], cwd=root, env=env, capture_output=True,
                           text=True, timeout=300)
 

@@ -99,8 +99,8 @@ def _fix(layer: nn.Module | None, x: Tensor, torch_says: str) -> str:
         return (f"An nn.Embedding takes integer ids below {layer.num_embeddings}; pass x.long() with ids in "
                 f"range.")
     if integer and isinstance(weight, Tensor) and weight.is_floating_point():
-        return (f"Convert the inputs to the network's dtype (x.to({weight.dtype})), or, for integer token ids, start "
-                f"the network with an nn.Embedding.")
+        return (f"Convert the inputs to the network's dtype (x.to({weight.dtype})), or, for integer token ids, use "
+                f"an nn.Embedding as the network's first layer.")
     arrived = re.search(r"shapes cannot be multiplied \(\d+x(\d+) and", torch_says)
     if isinstance(layer, nn.Linear) and arrived and int(arrived.group(1)) != layer.in_features:
         features = int(arrived.group(1))  # what reached the layer (after any flattening)
@@ -109,7 +109,7 @@ def _fix(layer: nn.Module | None, x: Tensor, torch_says: str) -> str:
                 f"{layer.in_features} features.")
     if isinstance(layer, nn.modules.conv._ConvNd) and x.dim() >= 2 and x.shape[1] != layer.in_channels:
         return (f"One example has shape {tuple(x.shape[1:])} (channels first) but the first convolution takes "
-                f"{layer.in_channels} channels: build it with in_channels={x.shape[1]}, or reshape the inputs to "
+                f"{layer.in_channels} channels: build it with in_channels={x.shape[1]}, or pass inputs of shape "
                 f"(tasks, examples, {layer.in_channels}, height, width).")
     return (f"Make the network accept one task's inputs: model(support_x[0]) must run on a tensor of shape "
             f"{tuple(x.shape)} and dtype {x.dtype}.")
