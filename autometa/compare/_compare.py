@@ -4,8 +4,12 @@ A comparison names one slot, a base experiment config shared by every filler (on
 one task distribution), the fillers, the reference filler that differences are computed
 against, and seeds. A filler is either a set of config overrides (``learner: {...}``) or, in the
 slot grammar, ``filler: {name: adam, lr: 0.01}``, which is placed at ``learner.<slot>`` of the
-base config. Its ``kind`` is ``hand-crafted``, ``tuned`` (a hand-crafted rule whose
-hyperparameters are first searched on validation tasks; needs a ``tune:`` block) or ``learned``.
+base config. Fillers that replace the whole learner (``learner: {name: maml}`` against
+``{name: pretrained}``) name their slot among :func:`known_slots` (the filler slots, plus
+``initialization`` and ``embedding``), one or several joined by "and"; an unknown name is an
+error with did-you-mean, checked before anything runs. A filler's ``kind`` is ``hand-crafted``,
+``tuned`` (a hand-crafted rule whose hyperparameters are first searched on validation tasks;
+needs a ``tune:`` block) or ``learned``.
 
 Every filler is meta-trained on the same task stream (same seed, same meta-batches) and tested
 on the same test tasks (checked by a digest of the tasks' data), so differences are paired.
