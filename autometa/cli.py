@@ -67,7 +67,10 @@ def _cmd_report(args) -> int:
     from autometa.compare import print_table, render_report
 
     path = render_report(args.dir)
-    print_table(json.loads((Path(args.dir) / "report.json").read_text()))
+    if (Path(args.dir) / "report.json").exists():
+        print_table(json.loads((Path(args.dir) / "report.json").read_text()))
+    else:  # a study's folder: its summary table
+        print((Path(args.dir) / "summary.md").read_text())
     print(f"report: {path}")
     return 0
 
@@ -116,8 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--plugin", action="append", default=[], metavar="PATH", help=PLUGIN_HELP)
     comp.set_defaults(func=_cmd_compare)
 
-    report = sub.add_parser("report", help="re-render report.md and the plots of a comparison directory")
-    report.add_argument("dir", help="a directory written by autometa compare")
+    report = sub.add_parser("report", help="re-render report.md and the plots of a comparison or study directory")
+    report.add_argument("dir", help="a directory written by autometa compare (a comparison or a study)")
     report.set_defaults(func=_cmd_report)
 
     from autometa.search._cli import add_sweep_parser, run_sweep

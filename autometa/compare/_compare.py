@@ -353,11 +353,13 @@ def compare(config: dict | str | os.PathLike | None = None, out_dir: str | os.Pa
             notes.append("Omniglot was not found ($AUTOMETA_DATA or ~/.cache/autometa), so few-shot "
                          "classification uses scikit-learn's digits; `autometa data omniglot` fetches it.")
         config = quickstart_config(use_omniglot=found)
-    from autometa.compare._noisy_labels import is_study_config, run_study
+    from autometa.compare._studies import study_module, study_name
 
-    if is_study_config(config):  # a noisy-label study (issue 13): its own runner and report
-        return run_study(config, out_dir or Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}",
-                         log=(lambda _: None) if quiet else print, resume=True, overwrite=overwrite)
+    study = study_name(config)
+    if study is not None:  # a study (noisy labels, reward; issue 13): its own runner and report
+        return study_module(study).run_study(
+            config, out_dir or Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}",
+            log=(lambda _: None) if quiet else print, resume=not overwrite, overwrite=overwrite)
     spec = load_compare_config(config)
     out = claim_out_dir(out_dir or Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}", "compare",
                         resume=True, overwrite=overwrite)

@@ -285,8 +285,8 @@ def cell_name(cell: dict) -> str:
 
 def run_study(source, out_dir: str | Path, log: Callable[[str], None] = print, resume: bool = False,
               overwrite: bool = False) -> dict:
-    """Run every (noise cell, seed, arm) of a study config; write ``results.json``, ``summary.md`` and
-    ``weight_curves.png`` to ``out_dir``.
+    """Run every (noise cell, seed, arm) of a study config; write ``runs.jsonl``, ``results.json``, ``summary.md``,
+    ``report.md`` and ``weight_curves.png`` to ``out_dir``.
 
     Args:
         resume: keep the finished (cell, arm, seed) runs of ``runs.jsonl`` in ``out_dir`` and run the rest
@@ -336,9 +336,61 @@ def run_study(source, out_dir: str | Path, log: Callable[[str], None] = print, r
                         f"early-stopped {100 * result['early_stopped']:.2f}  ({result['cpu_s']:.0f} CPU s)")
                 results[name][arm_name].append(done[key])
     summary = summarize(results, config["reference"])
+    (out / "results.json").write_text(json.dumps({"config": config, "summary": summary, "results": results}))
+    render_study(out)
+    log(format_table(summary))
+    return {"config": config, "results": results, "summary": summary}
+
+
+def _describe(config: dict) -> str:
+    trainer = ", ".join(f"{k} {v}" for k, v in config["trainer"].items())
+    cells = ", ".join(cell_name(c) for c in config["noise"])
+    sizes = ", ".join(f"{k} {config[k] if config[k] is not None else 'all'}"
+                      for k in ("clean_size", "train_size", "test_size"))
+    return (f"Dataset {config['dataset']}; noise cells {cells}; {sizes}; model {json.dumps(config['model'])}; "
+            f"{config['epochs']} epochs, batch {config['batch_size']}, clean batch {config['clean_batch_size']}; "
+            f"trainer {trainer}; seeds {config['seeds']}; reference {config['reference']}.")
+
+
+def _differences(summary: dict, reference: str) -> list[str]:
+    lines = []
+    for cell, arms in summary.items():
+        for arm, s in arms.items():
+            vs = s.get("vs_reference")
+            if not vs:
+                continue
+            parts = []
+            for key in SUMMARIES:
+                d = vs[key]
+                ci = f" ± {100 * d['ci95']:.2f}" if d.get("ci95") is not None else ""
+                p = f" (p {d['p_value']:.2g})" if d.get("p_value") is not None else ""
+                parts.append(f"{key.replace('_', '-')} {100 * d['mean']:+.2f}{ci}{p}")
+            lines.append(f"- {cell}, {arm} vs {reference}: " + "; ".join(parts))
+    return lines
+
+
+def render_study(out_dir) -> Path:
+    """Write ``summary.md``, ``report.md`` and ``weight_curves.png`` from ``out_dir/results.json`` (what
+    ``autometa report DIR`` does for a noisy-label study's folder)."""
+    out = Path(out_dir)
+    data = json.loads((out / "results.json").read_text())
+    config, results = data["config"], data["results"]
+    summary = summarize(results, config["reference"])
     table = format_table(summary)
     (out / "summary.md").write_text(table + "\n")
-    (out / "results.json").write_text(json.dumps({"config": config, "summary": summary, "results": results}))
-    plot_weight_curves(results, out / "weight_curves.png")
-    log(table)
-    return {"config": config, "results": results, "summary": summary}
+    lines = ["# autometa noisy-label study", "", _describe(config), "", "Arms:", ""]
+    lines += [f"- **{name}** ({arm['kind']}): " + ", ".join(f"{k} `{json.dumps(v)}`" for k, v in arm.items()
+                                                             if k != "kind")
+              for name, arm in config["arms"].items()]
+    lines += ["", "Test accuracy (%), mean ± 95% CI (Student t over seeds; no interval with one seed). "
+              "final: after the last epoch; best: the best epoch on the test set (an oracle); early-stopped: "
+              "the epoch of best accuracy on the clean set (optimistic for arms that train on it: fine-tuning, "
+              "Meta-Weight-Net and L2RW through the look-ahead).", "", table, ""]
+    differences = _differences(summary, config["reference"])
+    if differences:
+        lines += ["Paired differences to the reference (percentage points, 95% CI, paired t p-value):", "",
+                  *differences, ""]
+    if plot_weight_curves(results, out / "weight_curves.png") is not None:
+        lines += ["![learned weighting functions](weight_curves.png)", ""]
+    (out / "report.md").write_text("\n".join(lines))
+    return out / "report.md"

@@ -251,7 +251,8 @@ def _cores() -> int:
 
 
 def render_report(out_dir) -> Path:
-    """Write ``report.md`` and ``plots/*.png`` from ``out_dir/report.json`` and the run folders."""
+    """Write ``report.md`` and ``plots/*.png`` from ``out_dir/report.json`` and the run folders; for the folder
+    of a study (``study:`` in its ``results.json``), the study's own ``report.md`` and plots."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -259,7 +260,13 @@ def render_report(out_dir) -> Path:
 
     out = Path(out_dir)
     if not (out / "report.json").exists():
-        raise ConfigError(f"{out} holds no report.json; run `autometa compare` with --out {out} first.")
+        from autometa.compare._studies import study_module, study_of_dir
+
+        study = study_of_dir(out)
+        if study is not None and (out / "results.json").exists():  # a study's folder: its own report
+            return study_module(study).render_study(out)
+        raise ConfigError(f"{out} holds neither report.json nor a study's results.json; run `autometa compare` "
+                          f"with --out {out} first.")
     report = json.loads((out / "report.json").read_text())
     plots = out / "plots"
     plots.mkdir(exist_ok=True)

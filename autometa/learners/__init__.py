@@ -6,6 +6,7 @@ All share :class:`Learner`: ``meta_backward(batch)`` during meta-training and
 
 from autometa.learners._base import Learner, query_metrics, task_loss_fn
 from autometa.learners._baselines import NearestNeighbor, Pretrained
+from autometa.learners._cartpole import DelayedReward, DelayedRewardCartPole
 from autometa.learners._gradient import ANIL, FOMAML, MAML, MetaSGD, Reptile, iMAML
 from autometa.learners._l2o import L2O
 from autometa.learners._metalearner import MetaLearnerLSTM
@@ -30,4 +31,5 @@ __all__ = [
     "ProtoNet", "MatchingNet",
     "RelationNet", "SiameseNet", "GraphNet", "ZeroShotProtoNet",
     "NoisyLabelTrainer", "clean_holdout", "corrupt_labels", "noise_transition", "GridWorld", "LIRPGTrainer",
+    "DelayedReward", "DelayedRewardCartPole",
 ]

@@ -85,8 +85,9 @@ class Batch:
         return len(self.actions)
 
 
-def discounted_returns(rewards: Tensor, dones: Tensor, gamma: float) -> Tensor:
-    """Reward-to-go ``G_t = r_t + gamma * G_{t+1}`` within each episode (differentiable in ``rewards``)."""
+def discounted_returns(rewards: Tensor, dones: Tensor, gamma: float | Tensor) -> Tensor:
+    """Reward-to-go ``G_t = r_t + gamma * G_{t+1}`` within each episode (differentiable in ``rewards``, and in
+    ``gamma`` when it is a tensor)."""
     out, running = [], rewards.new_zeros(())
     for t in range(len(rewards) - 1, -1, -1):
         running = rewards[t] + gamma * running * (0.0 if bool(dones[t]) else 1.0)
@@ -108,16 +109,19 @@ def lirpg_problem(policy: nn.Module, params: dict[str, Tensor], reward, batch: B
                   gamma: float) -> InnerProblem:
     """LIRPG's meta-step as a one-step :class:`InnerProblem` over the reward filler's meta-parameters.
 
-    Inner loss: ``-mean(log pi_theta(a|s) * A_mix)`` with the mixed reward ``reward.reward(..., meta)``;
-    update: one SGD step of size ``lr``; outer loss: ``-mean(pi_theta'(a|s) / pi_theta(a|s) * A_ex)``
-    on the same trajectories.
+    Inner loss: ``-mean(log pi_theta(a|s) * A_mix)`` with the mixed reward ``reward.reward(..., meta)``,
+    discounted by ``reward.discount(meta)`` (``gamma`` when the filler sets none); update: one SGD step
+    of size ``lr``; outer loss: ``-mean(pi_theta'(a|s) / pi_theta(a|s) * A_ex)`` on the same trajectories,
+    with the extrinsic returns discounted by ``gamma``.
     """
     old = log_probs(policy, {k: v.detach() for k, v in params.items()}, batch).detach()
     extrinsic_advantage = _advantages(discounted_returns(batch.extrinsic.to(old.dtype), batch.dones, gamma))
 
     def inner_loss(p, meta):
         mixed = reward.reward(batch.observations, batch.actions, batch.extrinsic.to(old.dtype), meta)
-        return -(log_probs(policy, p, batch) * _advantages(discounted_returns(mixed, batch.dones, gamma))).mean()
+        discount = reward.discount(meta)
+        returns = discounted_returns(mixed, batch.dones, gamma if discount is None else discount.to(old.dtype))
+        return -(log_probs(policy, p, batch) * _advantages(returns)).mean()
 
     def outer_loss(p, meta):
         ratio = torch.exp(log_probs(policy, p, batch) - old)
@@ -145,7 +149,9 @@ class LIRPGTrainer:
         reward: a reward filler or its config (``"extrinsic"``, ``{name: reward_net, ...}``).
         lr: the policy's SGD step size (the look-ahead uses the same).
         meta_lr: Adam's step size for ω.
-        gamma: the discount.
+        gamma: the discount (of the policy's returns, unless the reward filler sets its own, as
+            :class:`~autometa.slots.reward.MetaDiscount` does; then ``gamma`` discounts only the
+            extrinsic objective of the meta-step).
 
     References: Zheng, Oh & Singh 2018 (LIRPG); Williams 1992 (REINFORCE).
     """
@@ -183,11 +189,13 @@ class LIRPGTrainer:
         with torch.no_grad():
             mixed = self.reward.reward(batch.observations, batch.actions,
                                        batch.extrinsic.to(next(iter(params.values())).dtype))
-        advantage = _advantages(discounted_returns(mixed, batch.dones, self.gamma))
+            discount = self.reward.discount()
+            gamma = self.gamma if discount is None else float(discount)
+            advantage = _advantages(discounted_returns(mixed, batch.dones, gamma))
         objective = -(log_probs(self.policy, params, batch) * advantage).mean()
         grads = torch.autograd.grad(objective, list(params.values()))
         with torch.no_grad():
             for p, g in zip(params.values(), grads):
                 p.sub_(self.lr * g)
         self.reward.observe(batch.observations)
-        return {"mean_return": batch.episode_returns.mean().item(), "steps": len(batch)}
+        return {"mean_return": batch.episode_returns.mean().item(), "steps": len(batch), "gamma": gamma}

@@ -46,6 +46,8 @@ CASES = {
     # the reward slot: references and planted-bug tests in tests/slots/test_reward.py
     ("reward", "extrinsic"): ({}, None),
     ("reward", "count_bonus"): ({"observation_dim": 4}, None),
+    ("reward", "binned_count_bonus"): ({"observation_dim": 4, "bins": 5}, None),
+    ("reward", "meta_discount"): ({"gamma": 0.9}, None),
     ("reward", "reward_net"): ({"observation_dim": 4, "num_actions": 2, "hidden": 8}, None),
     ("reward", "frozen_reward_net"): ({"observation_dim": 4, "num_actions": 2, "hidden": 8}, None),
     # architecture slot: tiny networks (tests/slots/test_architecture.py has the slot's own tests)

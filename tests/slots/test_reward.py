@@ -9,15 +9,18 @@ from torch import nn
 from autometa.errors import ConfigError
 from autometa.learners._reward import Batch, GridWorld, LIRPGTrainer, discounted_returns
 from autometa.slots import build_filler
-from autometa.slots.reward import CountBonus, ExtrinsicReward, FrozenRewardNet, RewardNet
+from autometa.slots.reward import BinnedCountBonus, CountBonus, ExtrinsicReward, FrozenRewardNet, MetaDiscount, RewardNet
 from autometa.testing import check_filler
 from autometa.testing._fillers import check_meta_gradient
 
 
 @pytest.mark.parametrize("factory", [ExtrinsicReward, lambda: CountBonus(observation_dim=4),
+                                     lambda: BinnedCountBonus(observation_dim=4, bins=5),
                                      lambda: RewardNet(observation_dim=4, num_actions=2, hidden=8),
-                                     lambda: FrozenRewardNet(observation_dim=4, num_actions=2, hidden=8)],
-                         ids=["extrinsic", "count_bonus", "reward_net", "frozen_reward_net"])
+                                     lambda: FrozenRewardNet(observation_dim=4, num_actions=2, hidden=8),
+                                     lambda: MetaDiscount(gamma=0.8)],
+                         ids=["extrinsic", "count_bonus", "binned_count_bonus", "reward_net", "frozen_reward_net",
+                              "meta_discount"])
 def test_reward_fillers_conform(factory):
     check_filler(factory)
 
@@ -131,7 +134,135 @@ def test_bad_input_raises_one_clear_error():
         (lambda: build_filler("reward", "reward_nett"), "did you mean 'reward_net'"),
         (lambda: LIRPGTrainer(nn.Linear(4, 2), gamma=1.5), r"`gamma` of LIRPGTrainer.*Got 1.5"),
         (lambda: GridWorld(size=1), r"`size` of GridWorld.*Got 1"),
+        (lambda: MetaDiscount(gamma=1.0), r"`gamma` of MetaDiscount must be a float in \(0, 1\).*Got 1.0"),
+        (lambda: BinnedCountBonus(observation_dim=4, bins=100), r"100\*\*4 counters .*use fewer `bins`"),
+        (lambda: BinnedCountBonus(observation_dim=2, low=[0.0]), r"`low` of BinnedCountBonus must be .* 2 floats"),
+        (lambda: BinnedCountBonus(observation_dim=2, low=1.0, high=0.0), "needs high > low"),
     ]
     for fn, message in cases:
         with pytest.raises(ConfigError, match=message):
             fn()
+
+
+# --- the binned count bonus, the meta-learned discount, the delayed-reward CartPole -----------------------
+
+def test_binned_count_bonus_counts_grid_cells_of_continuous_observations():
+    bonus = BinnedCountBonus(observation_dim=2, bonus=0.5, bins=4, low=[-1.0, 0.0], high=[1.0, 8.0])
+    # bins of width 0.5 in the first coordinate, 2 in the second; outside values fall into the edge bins
+    obs = torch.tensor([[-0.9, 0.1], [-0.6, 1.9], [0.1, 0.1], [-5.0, -3.0], [0.99, 7.9], [2.0, 9.0]])
+    assert bonus.buckets(obs).tolist() == [0, 0, 2, 0, 15, 15]
+    bonus.observe(obs[:2])
+    bonus.observe(obs[:1])
+    rewards = bonus.reward(obs[[0, 2, 4]], torch.zeros(3, dtype=torch.long), torch.tensor([1.0, 0.0, 0.0]))
+    torch.testing.assert_close(rewards, torch.tensor([1 + 0.5 / 3 ** 0.5, 0.5, 0.5]))
+
+
+def _hand_written_discount_gradient(policy, logit, batch, lr, gamma):
+    """Xu et al.'s meta-gradient written out: a REINFORCE step on the extrinsic reward discounted by
+    sigmoid(logit), then the importance-weighted extrinsic objective (discounted by gamma) at the new policy."""
+    W, b = (p.detach().clone().requires_grad_(True) for p in (policy.weight, policy.bias))
+    logit = logit.detach().clone().requires_grad_(True)
+
+    def returns(discount):
+        out, running = [], 0.0
+        for t in reversed(range(len(batch))):
+            running = batch.extrinsic[t] + discount * running * (0.0 if batch.dones[t] else 1.0)
+            out.insert(0, running)
+        g = torch.stack(out)
+        return g - g.mean()
+
+    def log_pi(W, b):
+        return torch.log_softmax(batch.observations @ W.T + b, -1)[torch.arange(len(batch)), batch.actions]
+
+    inner = -(log_pi(W, b) * returns(torch.sigmoid(logit))).mean()
+    gW, gb = torch.autograd.grad(inner, (W, b), create_graph=True)
+    ratio = torch.exp(log_pi(W - lr * gW, b - lr * gb) - log_pi(W, b).detach())
+    outer = -(ratio * returns(torch.tensor(gamma, dtype=torch.float64))).mean()
+    return torch.autograd.grad(outer, logit)[0]
+
+
+def test_meta_discount_gradient_equals_hand_written_step_and_policy_uses_the_learned_discount():
+    g = torch.Generator().manual_seed(1)
+    obs = torch.randn(14, 4, generator=g, dtype=torch.float64)
+    dones = torch.zeros(14, dtype=torch.bool)
+    dones[[6, 13]] = True
+    batch = Batch(obs, torch.randint(0, 2, (14,), generator=g), (torch.rand(14, generator=g) > 0.5).double(),
+                  dones, torch.zeros(2))
+    torch.manual_seed(0)
+    policy = nn.Linear(4, 2).double()
+    discount = MetaDiscount(gamma=0.7).double()
+    expected = _hand_written_discount_gradient(policy, discount.logit, batch, lr=0.6, gamma=0.95)
+    trainer = LIRPGTrainer(policy, discount, lr=0.6, meta_lr=0.1, gamma=0.95)
+    meta = discount.meta_params()
+    loss, _ = trainer.meta_loss(batch, meta)
+    (grad,) = torch.autograd.grad(loss, [meta["logit"]])
+    torch.testing.assert_close(grad, expected, rtol=1e-10, atol=1e-12)
+    assert abs(expected.item()) > 1e-4
+    # the policy step uses the discount after the meta-step (Adam's first step moves logit by meta_lr)
+    before = discount.logit.item()
+    metrics = trainer.step(batch)
+    assert discount.logit.item() == pytest.approx(before - 0.1 * float(torch.sign(expected)), abs=1e-6)
+    assert metrics["gamma"] == pytest.approx(torch.sigmoid(discount.logit).item(), abs=1e-12)
+
+
+class _FakeEnv:
+    """Pays reward t (the step number) at step t; the episode ends after `length` steps (truncated)."""
+
+    def __init__(self, length):
+        self.length, self.t = length, 0
+
+    def reset(self, seed=None):
+        self.t = 0
+        return 0, {}
+
+    def step(self, action):
+        self.t += 1
+        return self.t, float(self.t), False, self.t == self.length, {}
+
+
+def test_delayed_reward_pays_the_sum_every_delay_steps_and_at_the_end():
+    from autometa.learners import DelayedReward
+
+    env = DelayedReward(_FakeEnv(length=7), delay=3)
+    for _ in range(2):  # a reset starts a new count
+        env.reset(seed=0)
+        paid = [env.step(0)[1] for _ in range(7)]
+        assert paid == [0.0, 0.0, 1 + 2 + 3, 0.0, 0.0, 4 + 5 + 6, 7.0]
+    with pytest.raises(ConfigError, match="`delay` of DelayedReward"):
+        DelayedReward(_FakeEnv(3), delay=0)
+
+
+def test_cartpole_without_gymnasium_names_the_extra(monkeypatch):
+    import sys
+
+    from autometa.errors import BackendUnavailableError
+    from autometa.learners import DelayedRewardCartPole
+
+    monkeypatch.setitem(sys.modules, "gymnasium", None)  # as if not installed
+    with pytest.raises(BackendUnavailableError, match=r"pip install 'autometa\[rl\]'"):
+        DelayedRewardCartPole()
+
+
+def test_delayed_cartpole_rollouts_are_seeded_and_pay_every_delay_steps():
+    pytest.importorskip("gymnasium")
+    from autometa.learners import DelayedRewardCartPole
+
+    env = DelayedRewardCartPole(delay=5, max_steps=30)
+    policy = nn.Linear(4, 2)
+    params = dict(policy.named_parameters())
+    a = env.rollout(policy, params, 4, torch.Generator().manual_seed(0))
+    b = env.rollout(policy, params, 4, torch.Generator().manual_seed(0))
+    c = env.rollout(policy, params, 4, torch.Generator().manual_seed(1))
+    assert torch.equal(a.observations, b.observations) and torch.equal(a.actions, b.actions)
+    assert not torch.equal(a.observations[:4], c.observations[:4])
+    assert int(a.dones.sum()) == 4 and a.observations.shape[1] == 4
+    ends = torch.nonzero(a.dones)[:, 0].tolist()
+    start = 0
+    for i, end in enumerate(ends):
+        rewards = a.extrinsic[start:end + 1]
+        length = end + 1 - start
+        assert a.episode_returns[i] == rewards.sum() == length <= 30  # CartPole pays 1 per step, all paid
+        for t, r in enumerate(rewards.tolist(), 1):  # paid at every 5th step and at the end only
+            assert r == (5.0 if t % 5 == 0 and t < length else (length - 5 * ((length - 1) // 5) if t == length
+                                                                   else 0.0))
+        start = end + 1

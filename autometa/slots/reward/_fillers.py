@@ -3,7 +3,9 @@
 The pure method is ``reward(observations, actions, extrinsic, meta) -> per-step rewards`` with
 ``observations`` ``(T, observation_dim)``, ``actions`` ``(T,)`` integers and ``extrinsic`` ``(T,)``
 the environment's rewards. Learned rewards add an intrinsic term to the extrinsic one
-(``extrinsic + scale * r_in``) so that the policy keeps the task's objective.
+(``extrinsic + scale * r_in``) so that the policy keeps the task's objective. A filler may also
+set the discount of the returns the policy is trained on (``discount(meta)``; None: the trainer's
+``gamma``), which :class:`MetaDiscount` learns.
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ class Reward(Filler, abc.ABC):
     def observe(self, observations: Tensor) -> None:
         """Record visited observations (count-based fillers); a no-op for the others."""
 
+    def discount(self, meta: dict[str, Tensor] | None = None) -> Tensor | None:
+        """The discount of the returns the policy is trained on; None (the default): the trainer's ``gamma``."""
+        return None
+
 
 class ExtrinsicReward(Reward):
     """The environment's reward, unchanged."""
@@ -53,7 +59,28 @@ class ExtrinsicReward(Reward):
         return extrinsic.clone()
 
 
-class CountBonus(Reward):
+class _VisitCounts(Reward):
+    """``extrinsic + bonus / sqrt(n(s))`` with ``n(s)`` the visit count of the observation's bucket.
+
+    Subclasses say how an observation maps to a bucket (:meth:`buckets`) and register a ``counts``
+    buffer with one entry per bucket. Counts grow only through :meth:`observe` (the trainer calls it
+    after each rollout), so :meth:`reward` is pure; an unvisited bucket counts as 1.
+    """
+
+    @abc.abstractmethod
+    def buckets(self, observations: Tensor) -> Tensor:
+        """The bucket index of every observation, ``(T,)`` integers."""
+
+    def observe(self, observations):
+        self.counts.index_add_(0, self.buckets(observations.detach()),
+                               torch.ones(len(observations), dtype=self.counts.dtype))
+
+    def reward(self, observations, actions, extrinsic, meta=None):
+        counts = self.counts[self.buckets(observations)].clamp_min(1.0).to(extrinsic.dtype)
+        return extrinsic + self.bonus / counts.sqrt()
+
+
+class CountBonus(_VisitCounts):
     """``extrinsic + bonus / sqrt(n(s))``, with ``n(s)`` the visit count of the observation's SimHash bucket.
 
     Observations are hashed by the signs of ``bits`` fixed random projections (seeded), so the
@@ -88,13 +115,57 @@ class CountBonus(Reward):
         signs = (observations.to(self.projection.dtype) @ self.projection > 0).long()
         return (signs * (2 ** torch.arange(self.bits))).sum(-1)
 
-    def observe(self, observations):
-        self.counts.index_add_(0, self.buckets(observations.detach()),
-                               torch.ones(len(observations), dtype=self.counts.dtype))
 
-    def reward(self, observations, actions, extrinsic, meta=None):
-        counts = self.counts[self.buckets(observations)].clamp_min(1.0).to(extrinsic.dtype)
-        return extrinsic + self.bonus / counts.sqrt()
+class BinnedCountBonus(_VisitCounts):
+    """``extrinsic + bonus / sqrt(n(s))`` with ``n(s)`` the visit count of the observation's grid cell.
+
+    The count for continuous observations: each coordinate is clipped to ``[low, high]`` and cut into
+    ``bins`` equal bins, and a state's bucket is its tuple of bin indices (``bins ** observation_dim``
+    counters). Unlike SimHash's sign projections (:class:`CountBonus`), which only see the direction of
+    an observation from the origin, the grid separates states by their magnitude too; for CartPole's
+    4 coordinates and 10 bins, 10,000 cells.
+
+    Args:
+        observation_dim: the length of an observation vector.
+        bonus: the scale of the bonus (beta).
+        bins: bins per coordinate.
+        low, high: the range of every coordinate (one float for all, or one per coordinate); values
+            outside fall into the first or last bin.
+
+    References: Tang et al. 2017 (count-based exploration; their static hashing baseline for
+    low-dimensional states); Strehl & Littman 2008 (the 1/sqrt(n) bonus).
+    """
+
+    SPACE: ClassVar[dict] = {"bonus": {"float": [1e-3, 1.0], "log": True}, "bins": {"int": [2, 20]}}
+
+    def __init__(self, observation_dim: int = 4, bonus: float = 0.1, bins: int = 10, low=-1.0, high=1.0):
+        super().__init__()
+        owner = "BinnedCountBonus"
+        self.observation_dim = _positive_int(owner, "observation_dim", observation_dim)
+        self.bonus = _non_negative(owner, "bonus", bonus)
+        self.bins = _positive_int(owner, "bins", bins)
+        if self.bins ** self.observation_dim > 2 ** 24:
+            raise ConfigError(f"BinnedCountBonus would need bins ** observation_dim = {self.bins}**"
+                              f"{self.observation_dim} counters (at most 2**24); use fewer `bins`.")
+        self.low, self.high = low, high
+        bounds = []
+        for name, value in (("low", low), ("high", high)):
+            values = [value] * self.observation_dim if isinstance(value, (int, float)) else value
+            if not isinstance(values, (list, tuple)) or len(values) != self.observation_dim or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                raise ConfigError(f"The `{name}` of BinnedCountBonus must be a float or a list of "
+                                  f"{self.observation_dim} floats (one per coordinate). Got {value!r}.")
+            bounds.append(torch.tensor([float(v) for v in values]))
+        if not bool((bounds[1] > bounds[0]).all()):
+            raise ConfigError(f"BinnedCountBonus needs high > low in every coordinate. Got low={low!r}, high={high!r}.")
+        self.register_buffer("lower", bounds[0])
+        self.register_buffer("upper", bounds[1])
+        self.register_buffer("counts", torch.zeros(self.bins ** self.observation_dim))
+
+    def buckets(self, observations: Tensor) -> Tensor:
+        scaled = (observations.to(self.lower.dtype) - self.lower) / (self.upper - self.lower)
+        index = (scaled * self.bins).floor().long().clamp(0, self.bins - 1)
+        return (index * self.bins ** torch.arange(self.observation_dim)).sum(-1)
 
 
 class RewardNet(Reward):
@@ -158,3 +229,33 @@ class FrozenRewardNet(RewardNet):
     """
 
     learn = False
+
+
+class MetaDiscount(Reward):
+    """The extrinsic reward, with a learned discount: ω is one number, ``logit(gamma)``.
+
+    The policy is trained on returns discounted by ``sigmoid(logit)``; the meta-gradient of the
+    extrinsic objective (discounted by the trainer's fixed ``gamma``, the outer discount) after one
+    differentiable policy step trains it, as in Xu, van Hasselt & Silver's meta-gradient RL.
+
+    Args:
+        gamma: the initial discount, in (0, 1).
+
+    References: Xu, van Hasselt & Silver 2018, "Meta-Gradient Reinforcement Learning".
+    """
+
+    SPACE: ClassVar[dict] = {"gamma": {"float": [0.5, 0.999]}}
+
+    def __init__(self, gamma: float = 0.9):
+        super().__init__()
+        if not isinstance(gamma, (int, float)) or isinstance(gamma, bool) or not 0 < gamma < 1:
+            raise ConfigError(f"The `gamma` of MetaDiscount must be a float in (0, 1) (the initial discount). "
+                              f"Got {gamma!r}.")
+        self.gamma = float(gamma)
+        self.logit = nn.Parameter(torch.logit(torch.tensor(self.gamma, dtype=torch.float64)).float())
+
+    def reward(self, observations, actions, extrinsic, meta=None):
+        return extrinsic.clone()
+
+    def discount(self, meta=None):
+        return torch.sigmoid(self.resolve(meta)["logit"])

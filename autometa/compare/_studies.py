@@ -1,0 +1,61 @@
+"""Studies: comparisons with their own runner and report, chosen by a config's ``study:`` key.
+
+``autometa compare CONFIG`` hands a config with ``study: NAME`` to that study's ``run_study``, and
+``autometa report DIR`` hands a directory the study wrote (its ``results.json`` names the study) to
+its ``render_study``. Each study module provides ``run_study(source, out_dir, log, resume,
+overwrite)`` and ``render_study(out_dir) -> Path`` (``report.md``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from types import ModuleType
+
+from autometa._params import did_you_mean
+from autometa.errors import ConfigError
+from autometa.experiment._config import read_mapping
+
+STUDIES = {"noisy_labels": "autometa.compare._noisy_labels", "reward": "autometa.compare._reward_study"}
+
+
+def study_name(source) -> str | None:
+    """The ``study`` a comparison config (YAML path or dict) names, or None for an ordinary comparison."""
+    if source is None:
+        return None
+    try:
+        raw = read_mapping(source, "Comparison config", "experiments/reward_gridworld.yaml")
+    except ConfigError:
+        return None  # the comparison loader reports it
+    return raw.get("study")
+
+
+def study_module(name: str) -> ModuleType:
+    """The module that runs and renders the study ``name``.
+
+    Raises:
+        ConfigError: an unknown study (with the choices).
+    """
+    if name not in STUDIES:
+        raise ConfigError(f"Unknown study {name!r}{did_you_mean(str(name), STUDIES)}. Studies: {sorted(STUDIES)}; "
+                          f"leave `study` out for an ordinary comparison of fillers.")
+    return importlib.import_module(STUDIES[name])
+
+
+def study_of_dir(out_dir) -> str | None:
+    """The study whose results ``out_dir`` holds (from ``results.json`` or ``config.json``), or None."""
+    out = Path(out_dir)
+    for name in ("results.json", "config.json"):
+        path = out / name
+        if path.is_file():
+            try:
+                data = json.loads(path.read_text())
+            except ValueError:
+                continue
+            config = data.get("config", data) if isinstance(data, dict) else None
+            if isinstance(config, dict) and config.get("study") in STUDIES:
+                return config["study"]
+            if isinstance(config, dict) and {"noise", "arms", "clean_size"} <= set(config):
+                return "noisy_labels"  # written before configs carried `study`
+    return None
