@@ -225,6 +225,37 @@ def test_conditional_gumbel_has_the_given_argmax():
     assert torch.equal(z.argmax(-1), choice)
 
 
+def test_conditional_gumbel_marginal_is_the_unconditional_gumbel():
+    """b ~ softmax(logits), then z̃ ~ p(z | b): z̃ is distributed as logits + Gumbel noise (mean logits + γ,
+    variance π²/6 per coordinate)."""
+    logits = torch.tensor([0.3, -1.0, 2.0, 0.0], dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    choice = torch.multinomial(torch.softmax(logits, -1), 40000, replacement=True, generator=g)
+    z = conditional_gumbel(logits, choice, g)
+    assert torch.allclose(z.mean(0), logits + 0.5772156649, atol=0.03), z.mean(0) - logits
+    assert torch.allclose(z.var(0), torch.full((4,), torch.pi ** 2 / 6, dtype=torch.float64), atol=0.06)
+
+
+def test_relax_surrogate_gradient_is_the_relax_formula():
+    """d surrogate / d logits = (f - c(z̃)) d log p(b) + d c(z) - d c(z̃), with c(z̃) a constant in the first term."""
+    logits = torch.tensor([0.5, -0.5, 0.0, 1.0], requires_grad=True)
+    control = ControlVariate(4, hidden=8, seed=2)
+    with torch.no_grad():
+        control.net[2].weight.mul_(20.0)  # a control variate far from zero, so that every term counts
+    noise = -torch.log(-torch.log(torch.rand(5, 4, generator=torch.Generator().manual_seed(1))))
+    z = logits + noise
+    choice = z.argmax(-1)
+    f = torch.tensor(1.7)
+    surrogate = relax_surrogate(f, logits, z, choice, control, torch.Generator().manual_seed(3))
+    (got,) = torch.autograd.grad(surrogate, logits, retain_graph=True)
+    z_tilde = conditional_gumbel(logits, choice, torch.Generator().manual_seed(3))
+    (score,) = torch.autograd.grad(torch.log_softmax(logits, -1)[choice].sum(), logits)
+    (dz,) = torch.autograd.grad(control(z), logits)
+    (dz_tilde,) = torch.autograd.grad(control(z_tilde), logits)
+    expected = (f - control(z_tilde).detach()) * score + dz - dz_tilde
+    assert torch.allclose(got, expected, atol=1e-6), (got, expected)
+
+
 def test_relax_is_unbiased():
     """The mean RELAX estimate of d E[f(b)] / d logits equals the exact gradient (one image per sample)."""
     torch.manual_seed(0)
