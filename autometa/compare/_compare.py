@@ -356,7 +356,7 @@ def compare(config: dict | str | os.PathLike | None = None, out_dir: str | os.Pa
     from autometa.compare._studies import study_module, study_name
 
     study = study_name(config)
-    if study is not None:  # a study (noisy labels, reward; issue 13): its own runner and report
+    if study is not None:  # a study (noisy labels, reward, augmentation, ...): its own runner and report
         return study_module(study).run_study(
             config, out_dir or Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}",
             log=(lambda _: None) if quiet else print, resume=not overwrite, overwrite=overwrite)

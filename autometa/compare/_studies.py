@@ -17,7 +17,8 @@ from autometa._params import did_you_mean
 from autometa.errors import ConfigError
 from autometa.experiment._config import read_mapping
 
-STUDIES = {"noisy_labels": "autometa.compare._noisy_labels", "reward": "autometa.compare._reward_study"}
+STUDIES = {"noisy_labels": "autometa.compare._noisy_labels", "reward": "autometa.compare._reward_study",
+           "augmentation": "autometa.compare._augmentation"}
 
 
 def study_name(source) -> str | None:

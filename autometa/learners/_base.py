@@ -15,6 +15,7 @@ deterministic given its parameters and the tasks.
 from __future__ import annotations
 
 import abc
+import hashlib
 from typing import ClassVar
 
 import torch
@@ -52,6 +53,41 @@ def query_metrics(task: str, outputs: Tensor, targets: Tensor, loss: Tensor) -> 
     if task == "classification":
         metrics["accuracy"] = (outputs.argmax(-1) == targets).float().mean()
     return metrics
+
+
+def check_augmentation(owner: str, augmentation, copies, batching: str):
+    """The augmentation filler (or None) of a learner that augments its support sets; checks ``copies``."""
+    if augmentation is None:
+        return None
+    from autometa.slots import build_filler
+
+    filler = build_filler("augmentation", augmentation)
+    check_positive(owner, "augmented_copies", copies, int)
+    if batching == "vmap":
+        raise ConfigError(f"{owner} with an `augmentation` draws each task's augmentation from a generator seeded "
+                          f"by the task, which vmap cannot do; use batching 'auto', 'loop' or 'threads'.")
+    return filler
+
+
+def augmented_support(augmentation, meta: dict[str, Tensor], support_x: Tensor, support_y: Tensor,
+                      copies: int) -> tuple[Tensor, Tensor]:
+    """The support set followed by ``copies`` augmented copies of it (labels repeated).
+
+    ``meta`` is the filler's ω (names without the ``augmentation.`` prefix; empty: its own). The
+    draws come from a generator seeded by a hash of the task's support set, so a task is always
+    augmented the same way, whatever the order or batching of tasks (a learner stays deterministic
+    given its parameters and its tasks), and ω is differentiated through the augmented images.
+    """
+    digest = hashlib.sha1()
+    for tensor in (support_x, support_y):
+        digest.update(tensor.detach().cpu().numpy().tobytes())
+    generator = torch.Generator().manual_seed(int(digest.hexdigest()[:15], 16))
+    xs, ys = [support_x], [support_y]
+    for _ in range(copies):
+        x, y = augmentation.augment(support_x, support_y, meta or None, generator)
+        xs.append(x)
+        ys.append(y)
+    return torch.cat(xs), torch.cat(ys)
 
 
 class Learner(nn.Module, abc.ABC):

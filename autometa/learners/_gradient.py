@@ -7,11 +7,14 @@ meta-gradient comes from a hypergradient estimator:
   ``inner_lr``; Meta-SGD is the learned per-coordinate rates filler; an LSTM optimizer works too);
 - ``loss=``: the loss the inner loop minimises, a filler of the loss slot (default the task's
   cross-entropy or squared error; the query loss of the outer objective is always the task's);
+- ``augmentation=``: support-set augmentation, a filler of the augmentation slot (default none): the
+  inner loop sees the support set and ``augmented_copies`` augmented copies of it; a learned policy
+  (DADA) is differentiated through the augmented images;
 - ``estimator=``: how d(query loss)/d(meta) is computed (unrolled second or first order,
   implicit, Reptile's direction, evolution strategies).
 
-Meta-parameters are named by slot: ``init.*`` (the initialization), ``optimizer.*`` and
-``loss.*`` (the fillers' ω); ``learn=`` chooses which of them are meta-learned.
+Meta-parameters are named by slot: ``init.*`` (the initialization), ``optimizer.*``, ``loss.*`` and
+``augmentation.*`` (the fillers' ω); ``learn=`` chooses which of them are meta-learned.
 """
 
 from __future__ import annotations
@@ -23,13 +26,13 @@ from torch import Tensor, nn
 
 from autometa.errors import ConfigError
 from autometa.hypergrad import Estimator, Implicit, InnerProblem, ReptileStep, Unrolled, build_estimator, solve
-from autometa.learners._base import Learner, check_positive, query_metrics
+from autometa.learners._base import Learner, augmented_support, check_augmentation, check_positive, query_metrics
 from autometa.nets import functional_forward
 from autometa.slots import Filler, build_filler
 from autometa.slots.loss import CallableLoss, default_loss
 from autometa.slots.optimizer import SGD, LearnedRates
 
-GROUPS = ("init", "optimizer", "loss")
+GROUPS = ("init", "optimizer", "loss", "augmentation")
 
 
 def _sub(meta: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
@@ -54,7 +57,10 @@ class MAML(Learner):
         loss: the inner loss: a filler, its name, a mapping, or a callable ``fn(outputs, targets)``.
         estimator: the hypergradient estimator (an :class:`~autometa.hypergrad.Estimator`, its name
             or a mapping); default unrolled.
-        learn: the meta-parameter groups to meta-learn, among ``init``, ``optimizer``, ``loss``
+        augmentation: support-set augmentation: a filler of the augmentation slot, its name or a
+            mapping (``{"name": "dada"}``); None: none. Tasks are then looped, not vmapped.
+        augmented_copies: augmented copies of the support set added to it (with ``augmentation``).
+        learn: the meta-parameter groups to meta-learn, among ``init``, ``optimizer``, ``loss``, ``augmentation``
             (default: ``init`` and every filler that has meta-parameters); the others stay fixed.
         reinit: start every task from a fresh random initialization instead of ``init.*``
             (the plain supervised setting of learned losses and optimizers: a network trained
@@ -82,9 +88,12 @@ class MAML(Learner):
                  eval_inner_steps: int | None = None, first_order: bool = False,
                  checkpoint: bool = False, optimizer=None, loss=None, estimator=None,
                  learn: list[str] | tuple[str, ...] | None = None, reinit: bool = False,
+                 augmentation=None, augmented_copies: int = 1,
                  task: str = "classification", batching: str = "auto"):
         super().__init__(model, task, batching)
         name = type(self).__name__
+        self.augmentation = check_augmentation(name, augmentation, augmented_copies, batching)
+        self.augmented_copies = augmented_copies
         if not isinstance(reinit, bool):
             raise ConfigError(f"The `reinit` of {name} must be true or false. Got {reinit!r}.")
         if reinit and batching == "vmap":
@@ -128,7 +137,8 @@ class MAML(Learner):
 
     def _choose_learned(self, learn) -> tuple[str, ...]:
         owned = {"init": dict(self.model.named_parameters()), "optimizer": self.optimizer.meta_params(),
-                 "loss": self.loss.meta_params()}
+                 "loss": self.loss.meta_params(),
+                 "augmentation": {} if self.augmentation is None else self.augmentation.meta_params()}
         if learn is None:
             learn = [g for g in GROUPS if (g == "init" and not self.reinit) or (g != "init" and owned[g])]
         learn = [learn] if isinstance(learn, str) else list(learn)
@@ -141,7 +151,7 @@ class MAML(Learner):
                 raise ConfigError(f"`learn` names meta-parameter groups among {GROUPS}. Got {group!r}.")
             if not owned[group]:
                 raise ConfigError(f"`learn` asks to meta-learn {group!r} but the {group} filler "
-                                  f"{type(getattr(self, group)).__name__} has no meta-parameters; use a learned "
+                                  f"{type(getattr(self, group, None)).__name__} has no meta-parameters; use a learned "
                                   f"filler or drop {group!r} from `learn`.")
         for group, tensors in owned.items():
             for t in tensors.values():
@@ -149,10 +159,13 @@ class MAML(Learner):
         return tuple(learn)
 
     def meta_params(self) -> dict[str, Tensor]:
-        """ω named by slot: ``init.*``, ``optimizer.*``, ``loss.*`` (frozen groups do not require grad)."""
+        """ω named by slot: ``init.*``, ``optimizer.*``, ``loss.*``, ``augmentation.*`` (frozen groups do not
+        require grad)."""
         meta = {f"init.{n}": p for n, p in self.model.named_parameters()}
-        for slot in ("optimizer", "loss"):
+        for slot in ("optimizer", "loss", "augmentation"):
             filler = getattr(self, slot)
+            if filler is None:
+                continue
             owned = dict(filler.named_parameters())
             owned.update(filler.meta_params())
             meta.update({f"{slot}.{k}": v for k, v in owned.items()})
@@ -166,8 +179,9 @@ class MAML(Learner):
         """The learner's searchable hyperparameters and its fillers', prefixed by slot (``optimizer.lr``)."""
         space = {k: dict(v) for k, v in self.SPACE.items()
                  if not (k == "inner_lr" and not isinstance(self.optimizer, SGD))}
-        for slot in ("optimizer", "loss"):
-            space.update({f"{slot}.{k}": v for k, v in getattr(self, slot).space().items()})
+        for slot in ("optimizer", "loss", "augmentation"):
+            if getattr(self, slot) is not None:
+                space.update({f"{slot}.{k}": v for k, v in getattr(self, slot).space().items()})
         return space
 
     def adapts(self, name: str) -> bool:
@@ -175,7 +189,10 @@ class MAML(Learner):
         return True
 
     def inner_loss(self, params: dict[str, Tensor], meta: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
-        """The loss the inner loop minimises on a support set (the loss filler's)."""
+        """The loss the inner loop minimises on a support set (the loss filler's), on the support set and its
+        augmented copies when the learner has an augmentation."""
+        if self.augmentation is not None:
+            x, y = augmented_support(self.augmentation, _sub(meta, "augmentation"), x, y, self.augmented_copies)
         return self.loss.mean_loss(self.predict(params, x), y, _sub(meta, "loss"))
 
     def problem(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor) -> InnerProblem:
@@ -220,7 +237,7 @@ class MAML(Learner):
         return functional_forward(self.model, params, x)
 
     def _mode(self, batch) -> str:
-        if self.reinit and self.batching == "auto":
+        if (self.reinit or self.augmentation is not None) and self.batching == "auto":
             return "loop"
         return super()._mode(batch) if self.estimator.batchable else "loop"
 

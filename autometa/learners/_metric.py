@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from autometa.errors import ConfigError, TaskSpecError
-from autometa.learners._base import Learner, check_positive
+from autometa.learners._base import Learner, augmented_support, check_augmentation, check_positive
 from autometa.nets import MLP, functional_forward
 from autometa.tasks import TaskBatch
 
@@ -226,6 +226,11 @@ class ProtoNet(MetricLearner):
         model: the embedding network (Conv4 without head in the paper).
         distance: ``"euclidean"`` (squared) or ``"cosine"``.
         temperature: divides the negative distance (1 in the paper).
+        augmentation: support-set augmentation, a filler of the augmentation slot, its name or a
+            mapping (``{"name": "dada"}``); None: none. Each prototype is then the mean over the
+            support examples and ``augmented_copies`` augmented copies of each; a learned policy's ω
+            (``augmentation.*``) is meta-learned through them. Tasks are looped, not vmapped.
+        augmented_copies: augmented copies of the support set (with ``augmentation``).
 
     Example::
 
@@ -238,10 +243,24 @@ class ProtoNet(MetricLearner):
     SPACE = {"distance": {"choice": list(DISTANCES)}, "temperature": {"float": [0.01, 10.0], "log": True}}
 
     def __init__(self, model: nn.Module, distance: str = "euclidean", temperature: float = 1.0,
-                 task: str = "classification", batching: str = "auto"):
+                 augmentation=None, augmented_copies: int = 1, task: str = "classification",
+                 batching: str = "auto"):
         super().__init__(model, task, batching)
         _check_distance("ProtoNet", distance, temperature)
         self.distance, self.temperature = distance, float(temperature)
+        self.augmentation = check_augmentation("ProtoNet", augmentation, augmented_copies, batching)
+        self.augmented_copies = augmented_copies
+
+    def space(self) -> dict:
+        space = super().space()
+        if self.augmentation is not None:
+            space.update({f"augmentation.{k}": v for k, v in self.augmentation.space().items()})
+        return space
+
+    def _mode(self, batch) -> str:
+        if self.augmentation is not None and self.batching == "auto":
+            return "loop"
+        return super()._mode(batch)
 
     def prototypes(self, support: Tensor, support_y: Tensor) -> tuple[Tensor, Tensor]:
         """Mean embedding per class ``(columns, d)`` and which classes are present."""
@@ -249,6 +268,9 @@ class ProtoNet(MetricLearner):
         return (member.T @ support) / member.sum(0).clamp_min(1.0)[:, None], present
 
     def scores(self, meta, support_x, support_y, query_x):
+        if self.augmentation is not None:
+            support_x, support_y = augmented_support(self.augmentation, _submodule_params(meta, "augmentation"),
+                                                     support_x, support_y, self.augmented_copies)
         support, queries = self.embed(meta, support_x, query_x)
         prototypes, present = self.prototypes(support, support_y)
         return _distance_logits(queries, prototypes, self.distance, self.temperature), present

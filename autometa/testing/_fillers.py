@@ -110,6 +110,11 @@ def _outputs(filler: Filler, seed: int) -> list[Tensor]:
     if filler.slot == "architecture":
         network, params, x, _ = _architecture_inputs(filler, seed)
         return [filler.logits(network, params, x).detach()]
+    if filler.slot == "augmentation":
+        filler.double()
+        x, y = _augmentation_inputs(seed)
+        out_x, out_y = filler.augment(x, y, None, torch.Generator().manual_seed(seed))
+        return [out_x.detach(), out_y.detach()]
     raise AssertionError(f"check_filler does not know the slot {filler.slot!r} yet; known: {list(FILLERS)}")
 
 
@@ -254,6 +259,13 @@ def check_pure(factory: Factory | Filler, seed: int = 0) -> None:
         before = [v.clone() for v in (*params.values(), x, *meta.values())]
         filler.logits(network, params, x, meta or None)
         after = (*params.values(), x, *meta.values())
+    elif filler.slot == "augmentation":
+        filler.double()
+        x, y = _augmentation_inputs(seed)
+        meta = {k: v.detach().clone() for k, v in filler.meta_params().items()}
+        before = [v.clone() for v in (x, y, *meta.values())]
+        filler.augment(x, y, meta or None, torch.Generator().manual_seed(seed))
+        after = (x, y, *meta.values())
     else:
         outputs, targets = _loss_inputs(filler, seed)
         before = [outputs.clone(), targets.clone()]
@@ -275,6 +287,8 @@ def check_meta_gradient(factory: Factory | Filler, seed: int = 0, eps: float = 1
         return _check_reward_meta_gradient(filler, seed, eps, probes)
     if slot == "architecture":
         return _check_architecture_meta_gradient(filler, seed, eps, probes)
+    if slot == "augmentation":
+        return _check_augmentation_meta_gradient(filler, seed, eps, probes)
     kind = _kind(filler) if slot == "loss" else "regression"
     outputs = 4 if kind == "classification" else 1
     learner = MAML(_net(seed, outputs), task=kind, inner_steps=2, batching="loop",
@@ -360,6 +374,49 @@ def _check_reward_meta_gradient(filler: Filler, seed: int, eps: float, probes: i
 
     g = torch.Generator().manual_seed(seed)
     _compare_with_finite_differences(objective, meta, list(meta), g, eps, probes)
+
+
+# --- the augmentation slot: 16x16 grey images and the meta-gradient through MAML's support augmentation ---
+
+def _augmentation_inputs(seed: int):
+    """Six 16x16 one-channel float64 images in [0, 1] (a bright blob on a dark background) and labels."""
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.arange(16, dtype=torch.float64)
+    centre = torch.rand(6, 2, generator=g, dtype=torch.float64) * 8 + 4
+    blob = torch.exp(-((rows.view(1, -1, 1) - centre[:, :1, None]) ** 2 + (rows.view(1, 1, -1) - centre[:, 1:, None]) ** 2)
+                     / 8.0)
+    x = (0.8 * blob + 0.2 * torch.rand(6, 16, 16, generator=g, dtype=torch.float64)).clamp(0, 1).unsqueeze(1)
+    return x, torch.randint(0, 3, (6,), generator=g)
+
+
+def _check_augmentation_meta_gradient(filler: Filler, seed: int, eps: float, probes: int) -> None:
+    """Through MAML's inner loop on an augmented support set (float64): the meta-gradient of every learned
+    ω reaches it, finite; for the names in ``filler.exact_meta`` (those whose gradient is the derivative of
+    the forward computation, not a relaxation) it equals a central finite difference."""
+    filler.double()
+    if not filler.meta_params():
+        return  # a fixed rule: nothing to differentiate
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(256, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+    learner = MAML(net, inner_lr=0.5, inner_steps=1, batching="loop", augmentation=filler)
+    learner.double()
+    meta = {k: v.detach().clone().requires_grad_(v.requires_grad) for k, v in learner.meta_params().items()}
+    learned = [k for k, v in meta.items() if k.startswith("augmentation.") and v.requires_grad]
+    x, y = _augmentation_inputs(seed)
+    q, qy = _augmentation_inputs(seed + 1)
+
+    def query_loss() -> Tensor:
+        return learner.task_loss(meta, x, y, q, qy, training=True)[0]
+
+    grads = torch.autograd.grad(query_loss(), [meta[k] for k in learned], allow_unused=True)
+    for name, grad in zip(learned, grads):
+        if grad is None or not torch.isfinite(grad).all() or not grad.abs().sum() > 0:
+            raise AssertionError(f"the meta-gradient does not reach {name} (got {grad!r}): the filler must compute "
+                                 f"the augmented images from the meta-parameters passed in `meta`")
+    exact = [f"augmentation.{k}" for k in getattr(filler, "exact_meta", [k.split(".", 1)[1] for k in learned])]
+    exact = [k for k in exact if k in learned]
+    if exact:
+        _compare_with_finite_differences(query_loss, meta, exact, torch.Generator().manual_seed(seed), eps, probes)
 
 
 def check_save_and_resume(factory: Factory | Filler, seed: int = 0) -> None:
