@@ -320,6 +320,11 @@ def compare(config: dict | str | os.PathLike | None = None, out_dir: str | os.Pa
     if is_study_config(config):  # a noisy-label study (issue 13): its own runner and report
         return run_study(config, out_dir or Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}",
                          log=(lambda _: None) if quiet else print, resume=True, overwrite=overwrite)
+    from autometa.compare import _distillation
+
+    if _distillation.is_study_config(config):  # the data-slot study (issue 12): its own runner and report
+        return _distillation.run_study(config, out_dir or Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}",
+                                       log=(lambda _: None) if quiet else print, resume=True, overwrite=overwrite)
     spec = load_compare_config(config)
     out = claim_out_dir(out_dir or Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}", "compare",
                         resume=True, overwrite=overwrite)

@@ -8,12 +8,12 @@ fills it, hand-crafted or learned, with two faces: ``space()`` for search backen
 
 Slots: ``optimizer`` (:mod:`autometa.slots.optimizer`), ``loss`` (:mod:`autometa.slots.loss`),
 ``weighting`` (:mod:`autometa.slots.weighting`), ``reward`` (:mod:`autometa.slots.reward`),
-``architecture`` (:mod:`autometa.slots.architecture`).
+``architecture`` (:mod:`autometa.slots.architecture`), ``data`` (:mod:`autometa.slots.data`).
 A filler written outside autometa is registered with :func:`register_filler`.
 """
 
-from autometa.slots import architecture, loss, optimizer, reward, weighting
+from autometa.slots import architecture, data, loss, optimizer, reward, weighting
 from autometa.slots._base import FILLERS, SLOTS, Filler, build_filler, register_filler, registered_name
 
-__all__ = ["FILLERS", "SLOTS", "Filler", "architecture", "build_filler", "loss", "optimizer", "register_filler",
+__all__ = ["FILLERS", "SLOTS", "Filler", "architecture", "build_filler", "data", "loss", "optimizer", "register_filler",
            "registered_name", "reward", "weighting"]

@@ -18,6 +18,7 @@ optimizer  ``init(params, meta) -> state``; ``update(grads, state, params, meta)
 loss       ``loss(outputs, targets, meta) -> per-sample losses``
 weighting  ``weighting(losses, outputs, targets, meta) -> per-sample weights``
 reward     ``reward(observations, actions, extrinsic, meta) -> per-step rewards``
+data       ``support(meta) -> (x, y)``: the synthetic or selected training set (``fit(x, y)`` builds it)
 =========  ==============================================================================
 
 ``meta=None`` means "my own current meta-parameters", for use outside an estimator.
@@ -33,7 +34,7 @@ from torch import Tensor, nn
 from autometa._params import bind_arguments, did_you_mean
 from autometa.errors import ConfigError
 
-SLOTS = ("optimizer", "loss", "weighting", "reward", "architecture")
+SLOTS = ("optimizer", "loss", "weighting", "reward", "architecture", "data")
 
 # slot -> name -> filler class; filled by register_filler (the slot packages register theirs)
 FILLERS: dict[str, dict[str, type[Filler]]] = {slot: {} for slot in SLOTS}
