@@ -26,6 +26,7 @@ from autometa.data._datasets import (
     load_digits,
     load_fashion_mnist,
     load_mnist,
+    load_npz_dataset,
     load_omniglot,
 )
 from autometa.data._paths import cache_dir, candidate_dirs, find_file
@@ -49,6 +50,7 @@ __all__ = [
     "load_digits",
     "load_fashion_mnist",
     "load_mnist",
+    "load_npz_dataset",
     "load_omniglot",
     "main_data",
     "prepare_dataset",

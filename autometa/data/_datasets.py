@@ -178,8 +178,36 @@ LOADERS = {
 }
 
 
+def load_npz_dataset(path: str | os.PathLike, train: bool = True, root=None) -> ArrayDataset:
+    """A dataset saved as an ``.npz`` file with ``x_train``/``y_train`` (and optionally ``x_test``/``y_test``,
+    ``class_names``): e.g. a distilled set written by :func:`autometa.slots.data.save_support`.
+
+    Images are ``(n, h, w)`` or ``(n, c, h, w)``, uint8 (scaled to [0, 1]) or float (kept as they are).
+    """
+    split = "train" if train else "test"
+    how = (f"Pass an .npz file with x_{split} and y_{split} arrays (autometa.slots.data.save_support writes "
+           f"x_train/y_train; a distilled set has no test split: test on the source dataset).")
+    if not os.path.isfile(path):
+        raise ConfigError(f"The dataset file {str(path)!r} does not exist. {how}")
+    d, path = _load_npz(os.path.basename(path), path, how,
+                        [f"x_{split}", f"y_{split}"], optional=("class_names",))
+    x = d[f"x_{split}"]
+    x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4:
+        raise DataIntegrityError(f"x_{split} in {path} must be (n, h, w) or (n, c, h, w) images. Got {x.shape}.")
+    names = [str(n) for n in d["class_names"]] if "class_names" in d else None
+    return ArrayDataset(x, d[f"y_{split}"].astype(np.int64), os.path.basename(path), names, {},
+                        {"path": path, "split": split})
+
+
 def load_dataset(name: str, **kwargs) -> ArrayDataset:
-    """Load a dataset by name (``omniglot``, ``mnist``, ``fashion_mnist``, ``digits``)."""
+    """Load a dataset by name (``omniglot``, ``mnist``, ``fashion_mnist``, ``digits``) or from an ``.npz``
+    file path (:func:`load_npz_dataset`, e.g. a distilled set)."""
+    if str(name).endswith(".npz"):
+        return load_npz_dataset(name, **kwargs)
     if name not in LOADERS:
-        raise ConfigError(f"Unknown dataset {name!r}. Choose one of {sorted(LOADERS)}.")
+        raise ConfigError(f"Unknown dataset {name!r}. Choose one of {sorted(LOADERS)}, or the path of an .npz "
+                          f"file with x_train/y_train.")
     return LOADERS[name](**kwargs)

@@ -9,12 +9,13 @@ fills it, hand-crafted or learned, with two faces: ``space()`` for search backen
 Slots: ``optimizer`` (:mod:`autometa.slots.optimizer`), ``loss`` (:mod:`autometa.slots.loss`),
 ``weighting`` (:mod:`autometa.slots.weighting`), ``reward`` (:mod:`autometa.slots.reward`),
 ``architecture`` (:mod:`autometa.slots.architecture`), ``augmentation``
-(:mod:`autometa.slots.augmentation`).
+(:mod:`autometa.slots.augmentation`), ``data`` (:mod:`autometa.slots.data`).
 A filler written outside autometa is registered with :func:`register_filler`.
 """
 
-from autometa.slots import architecture, augmentation, loss, optimizer, reward, weighting
+from autometa.slots import architecture, augmentation, data, loss, optimizer, reward, weighting
 from autometa.slots._base import FILLERS, SLOTS, Filler, build_filler, register_filler, registered_name
 
-__all__ = ["FILLERS", "SLOTS", "Filler", "architecture", "augmentation", "build_filler", "loss", "optimizer", "register_filler",
+__all__ = ["FILLERS", "SLOTS", "Filler", "architecture", "augmentation", "build_filler", "data", "loss", "optimizer",
+           "register_filler",
            "registered_name", "reward", "weighting"]

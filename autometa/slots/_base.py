@@ -13,14 +13,15 @@ The work of a filler is done by one *pure* method per slot kind, with the meta-p
 explicitly (``meta``), so that estimators, ``torch.func.grad`` and ``vmap`` see ω as an input
 rather than as hidden module state:
 
-=========  ==============================================================================
-optimizer  ``init(params, meta) -> state``; ``update(grads, state, params, meta) -> (params, state)``
-loss       ``loss(outputs, targets, meta) -> per-sample losses``
-weighting  ``weighting(losses, outputs, targets, meta) -> per-sample weights``
-reward     ``reward(observations, actions, extrinsic, meta) -> per-step rewards``
-augment-   ``augment(x, y, meta, generator) -> (x, y)`` on images ``(B, C, H, W)``, every random
-ation      draw from ``generator``
-=========  ==============================================================================
+============  ==========================================================================================
+optimizer     ``init(params, meta) -> state``; ``update(grads, state, params, meta) -> (params, state)``
+loss          ``loss(outputs, targets, meta) -> per-sample losses``
+weighting     ``weighting(losses, outputs, targets, meta) -> per-sample weights``
+reward        ``reward(observations, actions, extrinsic, meta) -> per-step rewards``
+augmentation  ``augment(x, y, meta, generator) -> (x, y)`` on images ``(B, C, H, W)``, every random draw
+              from ``generator``
+data          ``support(meta) -> (x, y)``: the synthetic or selected training set (``fit(x, y)`` builds it)
+============  ==========================================================================================
 
 ``meta=None`` means "my own current meta-parameters", for use outside an estimator.
 """
@@ -35,7 +36,7 @@ from torch import Tensor, nn
 from autometa._params import bind_arguments, did_you_mean
 from autometa.errors import ConfigError
 
-SLOTS = ("optimizer", "loss", "weighting", "reward", "architecture", "augmentation")
+SLOTS = ("optimizer", "loss", "weighting", "reward", "architecture", "augmentation", "data")
 
 # slot -> name -> filler class; filled by register_filler (the slot packages register theirs)
 FILLERS: dict[str, dict[str, type[Filler]]] = {slot: {} for slot in SLOTS}

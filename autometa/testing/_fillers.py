@@ -12,7 +12,9 @@ What it checks (each failure raises ``AssertionError`` naming the check and the 
 2. a hand-crafted filler equals its plain-torch equivalent step for step (``reference``);
 3. its pure method does not modify its inputs in place;
 4. a learned filler's meta-gradient (second order, through MAML's inner loop on a tiny float64
-   problem) equals a central finite difference;
+   problem; for the data slot, through two SGD steps of a linear model trained on the support set)
+   equals a central finite difference; a data filler is first fitted on a tiny float64 set of 8x8
+   images of 3 classes, so give its factory a tiny budget (``iterations=2, net={"width": 4}``);
 5. save, reload and resume: its ``state_dict`` round-trips through ``torch.save`` /
    ``torch.load(weights_only=True)``, and an optimizer's state saved mid-trajectory resumes to the
    uninterrupted result;
@@ -115,6 +117,9 @@ def _outputs(filler: Filler, seed: int) -> list[Tensor]:
         x, y = _augmentation_inputs(seed)
         out_x, out_y = filler.augment(x, y, None, torch.Generator().manual_seed(seed))
         return [out_x.detach(), out_y.detach()]
+    if filler.slot == "data":
+        x, y = _fitted_support(filler, seed)
+        return [x.detach(), y.detach()] + ([filler.step_sizes().detach()] if filler.step_sizes() is not None else [])
     raise AssertionError(f"check_filler does not know the slot {filler.slot!r} yet; known: {list(FILLERS)}")
 
 
@@ -159,6 +164,49 @@ def _check_architecture_meta_gradient(filler: Filler, seed: int, eps: float, pro
 
     g = torch.Generator().manual_seed(seed)
     _compare_with_finite_differences(outer_loss, meta, list(meta), g, eps, probes)
+
+
+# --- data slot: a tiny float64 training set of 8x8 one-channel images of 3 classes -------------------------
+
+def _data_inputs(seed: int):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(3).repeat_interleave(6)
+    x = torch.randn(18, 1, 8, 8, generator=g, dtype=torch.float64) + y.view(-1, 1, 1, 1).double()
+    return x, y
+
+
+def _fitted_support(filler: Filler, seed: int):
+    """The support set of a data filler, fitted first on the tiny set unless it is fitted (loaded) already."""
+    filler.double()
+    if not filler.fitted:
+        filler.fit(*_data_inputs(seed))
+    return filler.support()
+
+
+def _check_data_meta_gradient(filler: Filler, seed: int, eps: float, probes: int) -> None:
+    """The gradient of the real-data loss after two SGD steps of a linear model on the support set (with the
+    filler's learned step sizes, if any) with respect to ω equals a central finite difference in float64."""
+    _fitted_support(filler, seed)
+    meta = {k: v.detach().clone().requires_grad_(True) for k, v in filler.meta_params().items()}
+    if not meta:
+        return
+    x_real, y_real = _data_inputs(seed + 1)
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 3)).double()
+
+    @torch.enable_grad()  # the finite differences call it under no_grad; the inner steps need gradients
+    def real_loss() -> Tensor:
+        x, y = filler.support(meta)
+        lrs = filler.step_sizes(meta)
+        params = dict(net.named_parameters())
+        for lr in ([0.1, 0.1] if lrs is None else list(lrs[:2])):
+            loss = nn.functional.cross_entropy(torch.func.functional_call(net, params, (x,)), y)
+            grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+            params = {k: v - lr * g for (k, v), g in zip(params.items(), grads)}
+        return nn.functional.cross_entropy(torch.func.functional_call(net, params, (x_real,)), y_real)
+
+    g = torch.Generator().manual_seed(seed)
+    _compare_with_finite_differences(real_loss, meta, list(meta), g, eps, probes)
 
 # ---------------------------------------------------------------------------------------------------------
 
@@ -266,6 +314,15 @@ def check_pure(factory: Factory | Filler, seed: int = 0) -> None:
         before = [v.clone() for v in (x, y, *meta.values())]
         filler.augment(x, y, meta or None, torch.Generator().manual_seed(seed))
         after = (x, y, *meta.values())
+    elif filler.slot == "data":
+        x, y = _data_inputs(seed)
+        filler.double()
+        before = [x.clone(), y.clone()]
+        filler.fit(x, y)
+        meta = {k: v.detach().clone() for k, v in filler.meta_params().items()}
+        before += [v.clone() for v in meta.values()]
+        filler.support(meta or None)
+        after = (x, y, *meta.values())  # fit and support leave the training set and ω as they were
     else:
         outputs, targets = _loss_inputs(filler, seed)
         before = [outputs.clone(), targets.clone()]
@@ -289,6 +346,8 @@ def check_meta_gradient(factory: Factory | Filler, seed: int = 0, eps: float = 1
         return _check_architecture_meta_gradient(filler, seed, eps, probes)
     if slot == "augmentation":
         return _check_augmentation_meta_gradient(filler, seed, eps, probes)
+    if slot == "data":
+        return _check_data_meta_gradient(filler, seed, eps, probes)
     kind = _kind(filler) if slot == "loss" else "regression"
     outputs = 4 if kind == "classification" else 1
     learner = MAML(_net(seed, outputs), task=kind, inner_steps=2, batching="loop",
@@ -425,6 +484,8 @@ def check_save_and_resume(factory: Factory | Filler, seed: int = 0) -> None:
     filler = _fresh(factory)
     if filler.slot == "optimizer":
         _build(filler, _params(seed))
+    if filler.slot == "data":  # the set lives in the state_dict; a fresh copy takes it from there, unfitted
+        _fitted_support(filler, seed)
     with torch.no_grad():
         for p in filler.parameters():
             p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(seed), dtype=p.dtype))

@@ -1,0 +1,317 @@
+"""The data-slot study: dataset distillation (DD, DC, DSA, DM, MTT) against coreset selection.
+
+One config names the datasets, the images per class, the arms (fillers of the data slot), the
+synthetic sets per arm (``sets``: filler seeds) and the evaluation networks per set
+(``eval_nets``). Every arm is scored by the *same* protocol (:class:`autometa.slots.data.EvalProtocol`:
+ConvNet-3 trained from scratch on the set, tested on real test images); an arm may override the
+evaluation's augmentation only (DSA and DM are evaluated with DSA augmentation in their papers).
+``augment: auto`` means the full DSA strategy, without flips for digit datasets.
+
+For every (dataset, ipc, arm, set) the runner fits the filler (its CPU seconds recorded), saves the set
+as ``sets/<dataset>_ipc<k>_<arm>_set<s>.npz`` (readable by ``autometa.data.load_dataset``) with a PNG
+grid, and trains ``eval_nets`` fresh networks on it. The summary gives mean ± std over all
+networks x sets (as papers report), the published number and the gap to it.
+
+Example config: ``experiments/distill_smoke.yaml`` (``study: distillation``); run it with
+``autometa compare CONFIG --out DIR``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from autometa._params import did_you_mean
+from autometa.data import load_dataset
+from autometa.errors import ConfigError, ResultsDirError
+from autometa.experiment._config import deep_merge, read_mapping
+from autometa.experiment._outdir import claim_out_dir
+from autometa.slots import build_filler
+from autometa.slots.data import EvalProtocol, evaluate_support, save_grid, save_support, strategy_for
+
+STUDY = "distillation"
+DEFAULTS: dict = {
+    "study": STUDY,
+    "datasets": ["mnist"],
+    "ipc": [1],
+    "sets": [0, 1],            # filler seeds: M synthetic sets per arm
+    "eval_nets": 5,            # N evaluation networks per set
+    "evaluation": {"epochs": 300, "augment": None, "test_size": None},
+    "train_size": None,        # real training images the fillers may use (None: all), a seeded stratified subset
+    "reference": "random_real",
+    "threads": 1,
+    "arms": {},
+}
+ARM_KEYS = {"filler", "evaluation", "sets"}
+EVAL_KEYS = {"epochs", "augment", "test_size", "lr", "batch_size"}
+# (mean, std) used to normalise the images, as the reference code does
+NORMALISATION = {"mnist": (0.1307, 0.3081), "fashion_mnist": (0.2861, 0.3530)}
+# Published accuracies (%) of ConvNet-3 trained on the set: Zhao et al. 2021 Table 2 (random, herding,
+# k-center, forgetting, DD, DC), Zhao & Bilen 2021 (DSA). Keyed by (dataset, filler name, ipc).
+PUBLISHED = {
+    ("mnist", "random_real", 1): 64.9, ("mnist", "random_real", 10): 95.1, ("mnist", "random_real", 50): 97.9,
+    ("mnist", "herding", 1): 89.2, ("mnist", "herding", 10): 93.7, ("mnist", "herding", 50): 94.8,
+    ("mnist", "k_center", 1): 89.3, ("mnist", "k_center", 10): 84.4, ("mnist", "k_center", 50): 97.4,
+    ("mnist", "forgetting", 1): 35.5, ("mnist", "forgetting", 10): 68.1, ("mnist", "forgetting", 50): 88.2,
+    ("mnist", "dd", 10): 79.5,
+    ("mnist", "dc", 1): 91.7, ("mnist", "dc", 10): 97.4, ("mnist", "dc", 50): 98.8,
+    ("mnist", "dsa", 1): 88.7, ("mnist", "dsa", 10): 97.8, ("mnist", "dsa", 50): 99.2,
+    ("fashion_mnist", "random_real", 1): 51.4, ("fashion_mnist", "random_real", 10): 73.8,
+    ("fashion_mnist", "random_real", 50): 82.5,
+    ("fashion_mnist", "herding", 1): 67.0, ("fashion_mnist", "herding", 10): 71.1, ("fashion_mnist", "herding", 50): 71.9,
+    ("fashion_mnist", "k_center", 1): 66.9, ("fashion_mnist", "k_center", 10): 54.7,
+    ("fashion_mnist", "k_center", 50): 68.3,
+    ("fashion_mnist", "forgetting", 1): 42.0, ("fashion_mnist", "forgetting", 10): 53.9,
+    ("fashion_mnist", "forgetting", 50): 55.0,
+    ("fashion_mnist", "dc", 1): 70.5, ("fashion_mnist", "dc", 10): 82.3, ("fashion_mnist", "dc", 50): 83.6,
+    ("fashion_mnist", "dsa", 1): 70.6, ("fashion_mnist", "dsa", 10): 84.6, ("fashion_mnist", "dsa", 50): 88.7,
+}
+
+
+def is_study_config(source) -> bool:
+    """Whether ``source`` (a YAML path or a dict) is a distillation study config (``study: distillation``)."""
+    if source is None:
+        return False
+    try:
+        raw = read_mapping(source, "Comparison config", "experiments/distill_smoke.yaml")
+    except ConfigError:
+        return False
+    return raw.get("study") == STUDY
+
+
+def _is_int(value, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _filler_spec(arm: dict, ipc: int, seed: int, dataset: str) -> dict:
+    spec = copy.deepcopy(arm["filler"])
+    spec = {"name": spec} if isinstance(spec, str) else spec
+    spec.update(ipc=ipc, seed=seed)
+    if spec.get("augment") == "auto" or (isinstance(spec.get("augment"), str) and "flip" in spec["augment"]):
+        spec["augment"] = strategy_for(dataset, "color_crop_cutout_flip_scale_rotate" if spec["augment"] == "auto"
+                                       else spec["augment"])
+    return spec
+
+
+def protocol_for(config: dict, arm: dict, dataset: str) -> tuple[EvalProtocol, int | None]:
+    """The evaluation protocol of an arm (the study's, with the arm's overrides) and its test size."""
+    evaluation = {**config["evaluation"], **arm.get("evaluation", {})}
+    augment = evaluation.get("augment")
+    if augment == "auto":
+        augment = strategy_for(dataset)
+    elif isinstance(augment, str):
+        augment = strategy_for(dataset, augment)
+    protocol = EvalProtocol(epochs=evaluation["epochs"], augment=augment, lr=evaluation.get("lr", 0.01),
+                            batch_size=evaluation.get("batch_size", 256))
+    return protocol, evaluation.get("test_size")
+
+
+def load_study_config(source) -> dict:
+    """Read a distillation study config (YAML path or dict), fill defaults and validate it; every problem in
+    one error."""
+    raw = read_mapping(source, "Distillation study config", "experiments/distill_smoke.yaml")
+    problems = [f"unknown key {k!r}{did_you_mean(k, DEFAULTS)}" for k in raw if k not in DEFAULTS]
+    config = deep_merge(copy.deepcopy(DEFAULTS), raw)
+    datasets = config["datasets"]
+    if not isinstance(datasets, list) or not datasets or any(d not in ("mnist", "fashion_mnist", "digits")
+                                                             for d in datasets):
+        problems.append(f"datasets must be a non-empty list among mnist, fashion_mnist, digits. Got {datasets!r}")
+    for key in ("ipc", "sets"):
+        value = config[key]
+        if not isinstance(value, list) or not value or not all(_is_int(v, 0 if key == "sets" else 1) for v in value):
+            problems.append(f"{key} must be a non-empty list of integers. Got {value!r}")
+    for key in ("eval_nets", "threads"):
+        if not _is_int(config[key], 1):
+            problems.append(f"{key} must be an integer >= 1. Got {config[key]!r}")
+    if config["train_size"] is not None and not _is_int(config["train_size"], 1):
+        problems.append(f"train_size must be null (all) or an integer >= 1. Got {config['train_size']!r}")
+    arms = config["arms"]
+    if not isinstance(arms, dict) or not arms:
+        problems.append("arms must map arm names to {filler: {name: ..., ...}, evaluation: {...}}")
+        arms = {}
+    if arms and config["reference"] not in arms:
+        problems.append(f"reference must name one of the arms {sorted(arms)}. Got {config['reference']!r}")
+    for name, arm in arms.items():
+        if not isinstance(arm, dict) or "filler" not in arm:
+            problems.append(f"arm {name!r} must be a mapping with a `filler` (a data-slot filler spec)")
+            continue
+        problems += [f"arm {name!r}: unknown key {k!r}{did_you_mean(k, ARM_KEYS)}" for k in arm if k not in ARM_KEYS]
+        sets = arm.get("sets", config["sets"])
+        if not isinstance(sets, list) or not sets or not all(_is_int(v, 0) for v in sets):
+            problems.append(f"arm {name!r}: sets must be a non-empty list of integers. Got {sets!r}")
+        evaluation = {**config["evaluation"], **arm.get("evaluation", {})}
+        problems += [f"arm {name!r}: unknown evaluation key {k!r}{did_you_mean(k, EVAL_KEYS)}"
+                     for k in evaluation if k not in EVAL_KEYS]
+        try:
+            for ipc in config["ipc"] if isinstance(config["ipc"], list) else []:
+                build_filler("data", _filler_spec(arm, ipc, 0, "mnist"))
+            protocol_for(config, arm, "mnist")
+        except (ConfigError, TypeError) as exc:
+            problems.append(f"arm {name!r}: {exc}")
+    if problems:
+        raise ConfigError("Invalid distillation study config:\n  - " + "\n  - ".join(problems))
+    return config
+
+
+def load_data(config: dict, dataset: str) -> dict:
+    """Normalised train/test tensors of ``dataset`` (train: the seeded ``train_size`` subset if set)."""
+    train, test = load_dataset(dataset, train=True), load_dataset(dataset, train=False)
+    if dataset not in NORMALISATION:  # e.g. digits (no fixed test split: a seeded 80/20 split)
+        rng = np.random.default_rng(0)
+        order = rng.permutation(len(train.y))
+        cut = int(0.8 * len(order))
+        train, test = train.subset(np.sort(order[:cut])), train.subset(np.sort(order[cut:]))
+    mean, std = NORMALISATION.get(dataset, (float(train.x.mean()), float(train.x.std())))
+    x = torch.from_numpy(np.ascontiguousarray(train.x, dtype=np.float32))
+    y = torch.from_numpy(train.y.astype(np.int64))
+    if config["train_size"] is not None and config["train_size"] < len(y):
+        g = torch.Generator().manual_seed(12345)
+        keep = torch.randperm(len(y), generator=g)[:config["train_size"]].sort().values
+        x, y = x[keep], y[keep]
+    return {"x": (x - mean) / std, "y": y,
+            "x_test": (torch.from_numpy(np.ascontiguousarray(test.x, dtype=np.float32)) - mean) / std,
+            "y_test": torch.from_numpy(test.y.astype(np.int64)), "mean": mean, "std": std,
+            "class_names": train.class_names}
+
+
+def _test_subset(data: dict, size: int | None) -> tuple:
+    if size is None or size >= len(data["y_test"]):
+        return data["x_test"], data["y_test"]
+    keep = torch.randperm(len(data["y_test"]), generator=torch.Generator().manual_seed(54321))[:size]
+    return data["x_test"][keep], data["y_test"][keep]
+
+
+def run_one(config: dict, arm_name: str, arm: dict, dataset: str, ipc: int, seed: int, data: dict, out: Path,
+            log: Callable[[str], None] = print) -> dict:
+    """Fit one filler (one synthetic set), save it, and evaluate ``eval_nets`` networks on it."""
+    spec = _filler_spec(arm, ipc, seed, dataset)
+    filler = build_filler("data", spec)
+    start_cpu, start_wall = time.process_time(), time.perf_counter()
+    filler.fit(data["x"], data["y"], log=lambda m: log(f"    [{dataset} ipc{ipc} {arm_name} set{seed}] {m}"))
+    fit_cpu, fit_wall = time.process_time() - start_cpu, time.perf_counter() - start_wall
+    x_set, y_set = (t.detach() for t in filler.support())
+    stem = f"{dataset}_ipc{ipc}_{arm_name}_set{seed}"
+    save_support(out / "sets" / f"{stem}.npz", x_set, y_set, data["mean"], data["std"], data["class_names"],
+                 method=spec["name"], source=dataset, ipc=ipc, seed=seed)
+    save_grid(out / "sets" / f"{stem}.png", x_set, y_set, data["mean"], data["std"], data["class_names"],
+              title=f"{arm_name} on {dataset}, {ipc}/class, set {seed}")
+    protocol, test_size = protocol_for(config, arm, dataset)
+    x_test, y_test = _test_subset(data, test_size)
+    seeds = [1000 * seed + k for k in range(config["eval_nets"])]
+    evaluation = evaluate_support(x_set, y_set, x_test, y_test, protocol, seeds=seeds,
+                                  classes=int(data["y"].max()) + 1)
+    history = filler.history
+    return {"filler": spec, "fit_cpu_s": fit_cpu, "fit_wall_s": fit_wall, "eval_cpu_s": evaluation["cpu_s"],
+            "accuracies": evaluation["accuracies"], "test_images": len(y_test),
+            "protocol": {"epochs": protocol.epochs, "augment": protocol.augment},
+            "loss_first": history[0].get("loss") if history else None,
+            "loss_last": history[-1].get("loss") if history else None, "iterations": len(history)}
+
+
+def summarize(config: dict, results: dict) -> dict:
+    """Per (dataset, ipc, arm): accuracy mean and std (%) over networks x sets, CPU seconds, published, gap."""
+    out = {}
+    for key, runs in results.items():
+        dataset, ipc, arm = key.split("|")
+        accs = [100 * a for r in runs for a in r["accuracies"]]
+        name = config["arms"][arm]["filler"]
+        name = name if isinstance(name, str) else name["name"]
+        published = PUBLISHED.get((dataset, name, int(ipc)))
+        mean = float(np.mean(accs)) if accs else None
+        out[key] = {"dataset": dataset, "ipc": int(ipc), "arm": arm, "n": len(accs), "sets": len(runs),
+                    "mean": mean, "std": float(np.std(accs)) if accs else None,
+                    "fit_cpu_s_per_set": float(np.mean([r["fit_cpu_s"] for r in runs])) if runs else None,
+                    "eval_cpu_s_per_net": float(np.sum([r["eval_cpu_s"] for r in runs]) / max(len(accs), 1)),
+                    "published": published, "gap": None if published is None or mean is None else mean - published}
+    return out
+
+
+def format_table(summary: dict) -> str:
+    """A markdown table of the summary."""
+    lines = ["| dataset | ipc | arm | nets x sets | accuracy % (mean ± std) | published | gap | fit CPU s / set | "
+             "eval CPU s / net |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for s in summary.values():
+        pub = "-" if s["published"] is None else f"{s['published']:.1f}"
+        gap = "-" if s["gap"] is None else f"{s['gap']:+.1f}"
+        lines.append(f"| {s['dataset']} | {s['ipc']} | {s['arm']} | {s['n'] // max(s['sets'], 1)} x {s['sets']} | "
+                     f"{s['mean']:.2f} ± {s['std']:.2f} | {pub} | {gap} | {s['fit_cpu_s_per_set']:.0f} | "
+                     f"{s['eval_cpu_s_per_net']:.0f} |")
+    return "\n".join(lines)
+
+
+def run_study(source, out_dir: str | Path, log: Callable[[str], None] = print, resume: bool = False,
+              overwrite: bool = False) -> dict:
+    """Run every (dataset, ipc, arm, set) of a study config; write ``runs.jsonl``, ``results.json``,
+    ``summary.md`` and ``sets/`` (``.npz`` + ``.png`` per synthetic set) to ``out_dir``.
+
+    Args:
+        resume: keep the finished runs of ``runs.jsonl`` in ``out_dir`` and run the rest (same config only).
+        overwrite: delete what ``out_dir`` holds first.
+
+    Raises:
+        ResultsDirError: ``out_dir`` holds results and neither ``resume`` nor ``overwrite`` is set, or it
+            holds another config's runs.
+    """
+    config = load_study_config(source)
+    torch.set_num_threads(config["threads"])
+    out = claim_out_dir(out_dir, "compare", resume=resume, overwrite=overwrite)
+    runs_path, previous = out / "runs.jsonl", out / "config.json"
+    if resume and previous.exists() and json.loads(previous.read_text()) != json.loads(json.dumps(config)):
+        raise ResultsDirError(f"--out {str(out)!r} holds runs of a different study config; resuming would mix "
+                              f"them. Choose another directory, or pass --overwrite to start again.")
+    done = {}
+    if runs_path.exists():
+        for line in runs_path.read_text().splitlines():
+            entry = json.loads(line)
+            done[(entry["dataset"], entry["ipc"], entry["arm"], entry["set"])] = entry["result"]
+    previous.write_text(json.dumps(config, indent=2))
+    results: dict = {}
+    for dataset in config["datasets"]:
+        data = None
+        for ipc in config["ipc"]:
+            plan = [(seed, arm_name, arm) for seed in sorted({s for a in config["arms"].values()
+                                                                for s in a.get("sets", config["sets"])})
+                    for arm_name, arm in config["arms"].items() if seed in arm.get("sets", config["sets"])]
+            for arm_name in config["arms"]:
+                results[f"{dataset}|{ipc}|{arm_name}"] = []
+            for seed, arm_name, arm in plan:  # set 0 of every arm first, so a cut-short study covers every arm
+                runs = results[f"{dataset}|{ipc}|{arm_name}"]
+                key = (dataset, ipc, arm_name, seed)
+                if key not in done:
+                    data = load_data(config, dataset) if data is None else data
+                    result = run_one(config, arm_name, arm, dataset, ipc, seed, data, out, log)
+                    with runs_path.open("a") as f:
+                        f.write(json.dumps({"dataset": dataset, "ipc": ipc, "arm": arm_name, "set": seed,
+                                            "result": result}) + "\n")
+                    done[key] = result
+                    log(f"{dataset} ipc {ipc} {arm_name:>12} set {seed}: "
+                        f"{' '.join(f'{100 * a:.1f}' for a in result['accuracies'])}  "
+                        f"(fit {result['fit_cpu_s']:.0f} CPU s, eval {result['eval_cpu_s']:.0f} CPU s)")
+                runs.append(done[key])
+    summary = summarize(config, results)
+    (out / "results.json").write_text(json.dumps({"config": config, "summary": summary, "results": results}))
+    render_study(out)
+    log(format_table(summary))
+    return {"config": config, "results": results, "summary": summary}
+
+
+def render_study(out_dir) -> Path:
+    """Write ``summary.md`` and ``report.md`` (with the synthetic-set grids of ``sets/``) from ``results.json``."""
+    out = Path(out_dir)
+    data = json.loads((out / "results.json").read_text())
+    config = data["config"]
+    table = format_table(summarize(config, data["results"]))
+    (out / "summary.md").write_text(table + "\n")
+    lines = ["# autometa distillation study", ""]
+    if config.get("description"):
+        lines += [config["description"].strip(), ""]
+    lines += [table, ""]
+    lines += [f"![{png.stem}](sets/{png.name})" for png in sorted((out / "sets").glob("*.png"))]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    return out / "report.md"

@@ -1,0 +1,167 @@
+"""Differentiable siamese augmentation (DSA; Zhao & Bilen 2021), self-contained.
+
+Every operation is differentiable with respect to the images, and draws its random parameters from
+a :class:`torch.Generator` seeded by ``seed``: calling :func:`dsa` on a real batch and on a synthetic
+batch with the same seed applies the same transformation to both (image ``i`` of each batch gets
+the same draw; "siamese"). As in the reference code, mode ``"single"`` picks one operation family
+per call (``color`` = brightness, saturation, contrast; ``crop``; ``cutout``; ``flip``; ``scale``;
+``rotate``), mode ``"multiple"`` applies them all in turn. Digits get no flips (:func:`strategy_for`).
+
+This module keeps to torch only so that it can move to the augmentation slot unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from autometa.errors import ConfigError
+
+DEFAULT_STRATEGY = "color_crop_cutout_flip_scale_rotate"
+DIGITS = ("mnist", "digits", "svhn", "usps")
+
+
+@dataclass(frozen=True)
+class DSAParams:
+    """The magnitudes of the operations (the reference code's ``ParamDiffAug`` defaults)."""
+
+    prob_flip: float = 0.5
+    ratio_scale: float = 1.2
+    ratio_rotate: float = 15.0
+    ratio_crop_pad: float = 0.125
+    ratio_cutout: float = 0.5
+    brightness: float = 1.0
+    saturation: float = 2.0
+    contrast: float = 0.5
+
+
+def strategy_for(dataset: str, strategy: str = DEFAULT_STRATEGY) -> str:
+    """``strategy`` without ``flip`` for digit datasets (a flipped digit is another digit or none)."""
+    if str(dataset).lower() in DIGITS:
+        return "_".join(p for p in strategy.split("_") if p != "flip")
+    return strategy
+
+
+class _Draws:
+    """Random draws for a batch of ``n``: one per image, or (``shared``) the first draw for every image,
+    as the reference code's siamese mode does (``theta[:] = theta[0]``)."""
+
+    def __init__(self, generator: torch.Generator, shared: bool):
+        self.generator, self.shared = generator, shared
+
+    def uniform(self, n: int, like: Tensor) -> Tensor:
+        values = torch.rand(1 if self.shared else n, generator=self.generator, dtype=torch.float64)
+        return values.expand(n).to(like)
+
+    def randint(self, low: int, high: int, n: int) -> Tensor:
+        return torch.randint(low, high, (1 if self.shared else n,), generator=self.generator).expand(n)
+
+
+def _affine(x: Tensor, theta: Tensor) -> Tensor:
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, align_corners=False)
+
+
+def rand_scale(x: Tensor, g: _Draws, p: DSAParams) -> Tensor:
+    r = p.ratio_scale
+    sx = g.uniform(len(x), x) * (r - 1 / r) + 1 / r
+    sy = g.uniform(len(x), x) * (r - 1 / r) + 1 / r
+    zero = torch.zeros_like(sx)
+    theta = torch.stack([torch.stack([sx, zero, zero], 1), torch.stack([zero, sy, zero], 1)], 1)
+    return _affine(x, theta)
+
+
+def rand_rotate(x: Tensor, g: _Draws, p: DSAParams) -> Tensor:
+    angle = (g.uniform(len(x), x) - 0.5) * 2 * p.ratio_rotate / 180 * math.pi
+    c, s, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
+    theta = torch.stack([torch.stack([c, -s, zero], 1), torch.stack([s, c, zero], 1)], 1)
+    return _affine(x, theta)
+
+
+def rand_flip(x: Tensor, g: _Draws, p: DSAParams) -> Tensor:
+    flip = (g.uniform(len(x), x) < p.prob_flip).view(-1, 1, 1, 1)
+    return torch.where(flip, x.flip(3), x)
+
+
+def rand_color(x: Tensor, g: _Draws, p: DSAParams) -> Tensor:
+    b = g.uniform(len(x), x).view(-1, 1, 1, 1)
+    x = x + (b - 0.5) * p.brightness
+    s = g.uniform(len(x), x).view(-1, 1, 1, 1)
+    mean = x.mean(dim=1, keepdim=True)
+    x = (x - mean) * (s * p.saturation) + mean
+    c = g.uniform(len(x), x).view(-1, 1, 1, 1)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return (x - mean) * (c + p.contrast) + mean
+
+
+def rand_crop(x: Tensor, g: _Draws, p: DSAParams) -> Tensor:
+    """Translate by whole pixels (at most ``ratio_crop_pad`` of the side), zero-filling (pad-and-crop)."""
+    n, _, h, w = x.shape
+    sh, sw = int(h * p.ratio_crop_pad + 0.5), int(w * p.ratio_crop_pad + 0.5)
+    tx, ty = g.randint(-sh, sh + 1, n), g.randint(-sw, sw + 1, n)
+    rows = (torch.arange(h).view(1, h) + tx.view(n, 1) + 1).clamp(0, h + 1)  # (n, h) rows of the 1-padded image
+    cols = (torch.arange(w).view(1, w) + ty.view(n, 1) + 1).clamp(0, w + 1)
+    padded = F.pad(x, [1, 1, 1, 1])
+    batch = torch.arange(n).view(n, 1, 1)
+    return padded.permute(0, 2, 3, 1)[batch, rows.view(n, h, 1), cols.view(n, 1, w)].permute(0, 3, 1, 2)
+
+
+def rand_cutout(x: Tensor, g: _Draws, p: DSAParams) -> Tensor:
+    """Zero a square of ``ratio_cutout`` of the side at a random centre."""
+    n, _, h, w = x.shape
+    ch, cw = int(h * p.ratio_cutout + 0.5), int(w * p.ratio_cutout + 0.5)
+    ox, oy = g.randint(0, h + (1 - ch % 2), n), g.randint(0, w + (1 - cw % 2), n)
+    rows = torch.arange(h).view(1, h)
+    cols = torch.arange(w).view(1, w)
+    start_r, start_c = (ox - ch // 2).clamp(min=0).view(n, 1), (oy - cw // 2).clamp(min=0).view(n, 1)
+    stop_r = (ox - ch // 2 + ch - 1).clamp(max=h - 1).view(n, 1)
+    stop_c = (oy - cw // 2 + cw - 1).clamp(max=w - 1).view(n, 1)
+    in_r = (rows >= start_r) & (rows <= stop_r)
+    in_c = (cols >= start_c) & (cols <= stop_c)
+    mask = ~(in_r.view(n, h, 1) & in_c.view(n, 1, w))
+    return x * mask.unsqueeze(1).to(x.dtype)
+
+
+OPERATIONS = {"color": rand_color, "crop": rand_crop, "cutout": rand_cutout, "flip": rand_flip,
+              "scale": rand_scale, "rotate": rand_rotate}
+
+
+def check_strategy(strategy: str) -> list[str]:
+    """The operation names of ``strategy`` (``"color_crop_cutout"``); an unknown name is a ConfigError."""
+    parts = [s for s in str(strategy).split("_") if s]
+    unknown = [s for s in parts if s not in OPERATIONS]
+    if unknown or not parts:
+        raise ConfigError(f"DSA strategy {strategy!r} has unknown operation(s) {unknown}; join names among "
+                          f"{sorted(OPERATIONS)} with '_', e.g. {DEFAULT_STRATEGY!r}.")
+    return parts
+
+
+def dsa(x: Tensor, strategy: str = DEFAULT_STRATEGY, seed: int = 0, mode: str = "single", shared: bool = True,
+        params: DSAParams = DSAParams()) -> Tensor:
+    """Augment a batch ``(n, c, h, w)`` differentiably; the same ``seed`` gives the same transformation.
+
+    Args:
+        strategy: operation names joined by ``_`` (see :data:`OPERATIONS`).
+        seed: seeds every random draw; pass the same seed for the real and the synthetic batch.
+        mode: ``"single"`` (one operation family per call, drawn from the seed) or ``"multiple"``.
+        shared: one draw for the whole batch (siamese matching: real and synthetic batches of any sizes
+            get the same transformation), else one draw per image (training an evaluation network).
+
+    Returns the augmented batch (a new tensor; ``x`` is not modified).
+
+    References: Zhao & Bilen, "Dataset Condensation with Differentiable Siamese Augmentation", ICML 2021.
+    """
+    parts = check_strategy(strategy)
+    if mode not in ("single", "multiple"):
+        raise ConfigError(f"DSA mode must be 'single' or 'multiple'. Got {mode!r}.")
+    generator = torch.Generator().manual_seed(int(seed))
+    if mode == "single":
+        parts = [parts[int(torch.randint(0, len(parts), (1,), generator=generator))]]
+    draws = _Draws(generator, shared)
+    for name in parts:
+        x = OPERATIONS[name](x, draws, params)
+    return x
