@@ -320,6 +320,12 @@ def compare(config: dict | str | os.PathLike | None = None, out_dir: str | os.Pa
     if is_study_config(config):  # a noisy-label study (issue 13): its own runner and report
         return run_study(config, out_dir or Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}",
                          log=(lambda _: None) if quiet else print, resume=True, overwrite=overwrite)
+    from autometa.compare._architecture import is_architecture_study, run_architecture_study
+
+    if is_architecture_study(config):  # DARTS vs random and hand-crafted cells (issue 10): its own runner
+        return run_architecture_study(config, out_dir or Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}",
+                                      log=(lambda _: None) if quiet else print, resume=True, overwrite=overwrite,
+                                      workers=workers)
     spec = load_compare_config(config)
     out = claim_out_dir(out_dir or Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}", "compare",
                         resume=True, overwrite=overwrite)
