@@ -66,11 +66,13 @@ def _cmd_report(args) -> int:
 
     from autometa.compare import print_table, render_report
 
+    from autometa.compare._studies import study_of_dir
+
     path = render_report(args.dir)
-    if (Path(args.dir) / "report.json").exists():
-        print_table(json.loads((Path(args.dir) / "report.json").read_text()))
-    else:  # a study's folder: its summary table
+    if study_of_dir(args.dir) is not None:  # a study's folder: its summary table
         print((Path(args.dir) / "summary.md").read_text())
+    else:
+        print_table(json.loads((Path(args.dir) / "report.json").read_text()))
     print(f"report: {path}")
     return 0
 

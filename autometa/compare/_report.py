@@ -252,19 +252,19 @@ def _cores() -> int:
 
 def render_report(out_dir) -> Path:
     """Write ``report.md`` and ``plots/*.png`` from ``out_dir/report.json`` and the run folders; for the folder
-    of a study (``study:`` in its ``results.json``), the study's own ``report.md`` and plots."""
+    of a study (``study:`` in its ``config.json`` or ``results.json``), the study's own ``report.md`` and plots."""
     import matplotlib
 
     matplotlib.use("Agg")
     from autometa.errors import ConfigError
 
-    out = Path(out_dir)
-    if not (out / "report.json").exists():
-        from autometa.compare._studies import study_module, study_of_dir
+    from autometa.compare._studies import study_module, study_of_dir
 
-        study = study_of_dir(out)
-        if study is not None and (out / "results.json").exists():  # a study's folder: its own report
-            return study_module(study).render_study(out)
+    out = Path(out_dir)
+    study = study_of_dir(out)
+    if study is not None:  # a study's folder: its own report
+        return study_module(study).render_study(out)
+    if not (out / "report.json").exists():
         raise ConfigError(f"{out} holds neither report.json nor a study's results.json; run `autometa compare` "
                           f"with --out {out} first.")
     report = json.loads((out / "report.json").read_text())

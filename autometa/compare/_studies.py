@@ -18,7 +18,8 @@ from autometa.errors import ConfigError
 from autometa.experiment._config import read_mapping
 
 STUDIES = {"noisy_labels": "autometa.compare._noisy_labels", "reward": "autometa.compare._reward_study",
-           "augmentation": "autometa.compare._augmentation", "distillation": "autometa.compare._distillation"}
+           "augmentation": "autometa.compare._augmentation", "distillation": "autometa.compare._distillation",
+           "architecture": "autometa.compare._architecture"}
 
 
 def study_name(source) -> str | None:

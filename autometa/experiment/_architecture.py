@@ -15,7 +15,8 @@ The search uses ``search_images`` training images (split in two halves by the se
 one, α on the other), the retraining the same images, the test the first ``test_images`` of the
 official test set. The results directory holds ``config.yaml``, ``metrics.jsonl`` (one line per
 search and retraining epoch), ``genotype.yaml`` and ``normal.png`` / ``reduce.png`` for cell
-fillers, and ``results.json`` with the test accuracy and its 95% CI over test images.
+fillers, ``results.json`` with the test accuracy and its 95% CI over test images, and
+``test_values.json`` with each test image's correctness (0/1) and loss (for paired statistics).
 """
 
 from __future__ import annotations
@@ -158,7 +159,8 @@ def run_architecture(config, out_dir: str | os.PathLike | None = None, resume: b
                            eigenvalue_iterations=spec["eigenvalue_iterations"], seed=seed,
                            log=lambda e: log({"phase": "search", **e}))
             last = found.history[-1]
-            results["search"] = {"cpu_s": found.cpu_s, "epochs": len(found.history), "steps": found.steps,
+            results["search"] = {"cpu_s": found.cpu_s, "diagnostics_cpu_s": found.diagnostics_cpu_s,
+                                 "epochs": len(found.history), "steps": found.steps,
                                  "stopped_early": found.stopped_early,
                                  **{k: last[k] for k in ("parameter_free", "skip_connect", "eigenvalue",
                                                          "val_accuracy")}}
@@ -186,6 +188,8 @@ def run_architecture(config, out_dir: str | os.PathLike | None = None, resume: b
     })
     if out is not None:
         (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+        (out / "test_values.json").write_text(json.dumps({"accuracy": trained["correct"],
+                                                          "loss": trained["losses"]}))
     return results
 
 
