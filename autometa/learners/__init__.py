@@ -7,9 +7,12 @@ All share :class:`Learner`: ``meta_backward(batch)`` during meta-training and
 from autometa.learners._base import Learner, query_metrics, task_loss_fn
 from autometa.learners._baselines import NearestNeighbor, Pretrained
 from autometa.learners._cartpole import DelayedReward, DelayedRewardCartPole
+from autometa.learners._cnaps import SimpleCNAPS, mahalanobis_logits, regularized_class_covariances
 from autometa.learners._gradient import ANIL, FOMAML, MAML, MetaSGD, Reptile, iMAML
 from autometa.learners._l2o import L2O
+from autometa.learners._memory import MANN, SequenceFeedForward, SequenceLearner, SequenceLSTM, lru_memory_step
 from autometa.learners._metalearner import MetaLearnerLSTM
+from autometa.learners._metanet import MetaNet
 from autometa.learners._metric import (
     GraphNet,
     MatchingNet,
@@ -30,6 +33,8 @@ __all__ = [
     "MetricLearner",
     "ProtoNet", "MatchingNet",
     "RelationNet", "SiameseNet", "GraphNet", "ZeroShotProtoNet",
+    "MetaNet", "SimpleCNAPS", "mahalanobis_logits", "regularized_class_covariances",
+    "MANN", "SequenceLearner", "SequenceLSTM", "SequenceFeedForward", "lru_memory_step",
     "NoisyLabelTrainer", "clean_holdout", "corrupt_labels", "noise_transition", "GridWorld", "LIRPGTrainer",
     "DelayedReward", "DelayedRewardCartPole",
 ]

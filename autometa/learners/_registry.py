@@ -8,9 +8,12 @@ from autometa._params import bind_arguments, did_you_mean
 from autometa.errors import ConfigError
 from autometa.learners._base import Learner
 from autometa.learners._baselines import NearestNeighbor, Pretrained
+from autometa.learners._cnaps import SimpleCNAPS
 from autometa.learners._gradient import ANIL, FOMAML, MAML, MetaSGD, Reptile, iMAML
 from autometa.learners._l2o import L2O
+from autometa.learners._memory import MANN, SequenceFeedForward, SequenceLSTM
 from autometa.learners._metalearner import MetaLearnerLSTM
+from autometa.learners._metanet import MetaNet
 from autometa.learners._metric import (
     GraphNet,
     MatchingNet,
@@ -25,7 +28,8 @@ LEARNERS: dict[str, type[Learner]] = {
     "imaml": iMAML, "pretrained": Pretrained, "nearest_neighbor": NearestNeighbor,
     "protonet": ProtoNet, "matchingnet": MatchingNet, "relationnet": RelationNet, "siamese": SiameseNet,
     "graphnet": GraphNet, "zeroshot_protonet": ZeroShotProtoNet, "metalearner_lstm": MetaLearnerLSTM,
-    "l2o": L2O,
+    "l2o": L2O, "mann": MANN, "sequence_lstm": SequenceLSTM, "sequence_feedforward": SequenceFeedForward,
+    "simple_cnaps": SimpleCNAPS, "metanet": MetaNet,
 }
 
 

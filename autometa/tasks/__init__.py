@@ -11,6 +11,7 @@ from autometa.tasks._classification import FewShotClassification, omniglot_split
 from autometa.tasks._factory import SPLITS, check_tasks_spec, make_tasks, split_rotations
 from autometa.tasks._l2o import MLPFamily, QuadraticFamily, check_stream, fresh_init, quadratic_loss, stream_loss
 from autometa.tasks._regression import RandomQuadratics, Sinusoid
+from autometa.tasks._sequence import SequenceClassification, presentation_index
 from autometa.tasks._supervised import SupervisedClassification, split_examples, supervised_tasks
 
 __all__ = [
@@ -18,5 +19,5 @@ __all__ = [
     "TaskBatch", "TaskDistribution", "FewShotClassification", "omniglot_splits", "split_classes",
     "SPLITS", "check_tasks_spec", "make_tasks", "split_rotations", "RandomQuadratics", "Sinusoid", "MLPFamily",
     "QuadraticFamily", "check_stream", "fresh_init", "quadratic_loss", "stream_loss", "SupervisedClassification",
-    "split_examples", "supervised_tasks",
+    "split_examples", "supervised_tasks", "SequenceClassification", "presentation_index",
 ]

@@ -16,11 +16,13 @@ from autometa.tasks._base import TaskDistribution
 from autometa.tasks._classification import FewShotClassification, omniglot_splits, split_classes
 from autometa.tasks._l2o import MLPFamily, QuadraticFamily
 from autometa.tasks._regression import RandomQuadratics, Sinusoid
+from autometa.tasks._sequence import SequenceClassification
 from autometa.tasks._supervised import supervised_tasks
 
 SPLITS = ("train", "val", "test")
 IMAGE_FAMILIES = ("omniglot", "mnist", "fashion_mnist", "digits")
-FAMILIES = ("sinusoid", "quadratic", "seven_segment_mnist", *IMAGE_FAMILIES, "supervised", "l2o_quadratic", "l2o_mlp")
+FAMILIES = ("sinusoid", "quadratic", "seven_segment_mnist", *IMAGE_FAMILIES, "supervised", "l2o_quadratic", "l2o_mlp",
+            "omniglot_sequence")
 # keys that may be given per split as train_<key> (e.g. ProtoNet's 60-way training)
 _PER_SPLIT = ("ways", "shots", "queries")
 # default rotations (quarter turns) per split; Lake et al. evaluate on unrotated characters
@@ -56,6 +58,8 @@ def _accepted(name: str) -> tuple:
         return MLPFamily, ("dataset", "name"), ("dataset", "root", "held_out")
     if name == "supervised":
         return supervised_tasks, ("data", "split"), ("dataset", "root", "image_size")
+    if name == "omniglot_sequence":
+        return SequenceClassification, ("dataset", "classes", "name"), ("root", "split_seed", "scheme", "val_classes")
     extra = ("root", "split_seed", "ways", "shots", "queries", *train_keys)
     extra += ("scheme", "val_classes", "image_size") if name == "omniglot" else ("classes",)
     return FewShotClassification, ("dataset", "classes", "name", *_PER_SPLIT), extra
@@ -123,7 +127,10 @@ def make_tasks(spec: dict, split: str) -> TaskDistribution:
     (plain supervised problems, :class:`~autometa.tasks.SupervisedClassification`) takes
     ``dataset`` (one of the image datasets), ``ways``, ``train_size``, ``test_size``,
     ``examples`` (``{train: 0.6, val: 0.2, test: 0.2}`` fractions of a seeded split of the
-    examples) and ``split_seed``.
+    examples) and ``split_seed``. ``omniglot_sequence`` (MANN's online episodes,
+    :class:`~autometa.tasks.SequenceClassification`) takes ``ways`` (5), ``length`` (50),
+    ``image_size`` (20), ``rotations``, ``scheme`` (``lake`` by default: test episodes come from
+    the evaluation alphabets), ``val_classes``, ``split_seed``, ``root``.
 
     Raises:
         ConfigError: an unknown family or key (with a suggestion), or a bad ``rotations``.
@@ -164,6 +171,13 @@ def make_tasks(spec: dict, split: str) -> TaskDistribution:
     if name == "seven_segment_mnist":  # zero-shot: classes given by meta-data vectors
         extra = {"test_digits": spec["test_digits"]} if "test_digits" in spec else {}
         return seven_segment_mnist(split, get("ways"), get("queries", 15), spec.get("root"), **extra)
+    if name == "omniglot_sequence":  # MANN's online episodes (Santoro et al. 2016): 5 classes, 50 steps, 20x20
+        data = _dataset("omniglot", spec.get("root"), None)
+        scheme = spec.get("scheme", "lake")
+        parts = omniglot_splits(data, scheme, spec.get("val_classes", 100), spec.get("split_seed", 1))
+        rotations = split_rotations(spec.get("rotations"), split, _ROTATIONS[scheme][split])
+        return SequenceClassification(data, parts[split], spec.get("ways", 5), spec.get("length", 50), rotations,
+                                      spec.get("image_size", 20), name=f"omniglot_sequence/{split}")
     data = _dataset(name, spec.get("root"), spec.get("image_size"))
     seed = spec.get("split_seed", 1)
     if name == "omniglot":

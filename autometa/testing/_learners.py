@@ -54,7 +54,8 @@ def check_learner(make_learner: Callable[[int], Learner], batch, *, differentiab
 
     Returns:
         The names of the checks that ran (all of :data:`CHECKS`, less ``finite_differences``
-        when not ``differentiable``, less the gradient checks for a learner without parameters).
+        when not ``differentiable``, less the gradient checks for a learner without trainable parameters: frozen ones, with
+        ``requires_grad=False``, are not meta-parameters and get no finite-difference direction).
 
     Raises:
         AssertionError: a check failed; the message names it and what was found.
@@ -70,7 +71,7 @@ def check_learner(make_learner: Callable[[int], Learner], batch, *, differentiab
     learner = _build(make_learner, seed)
     name = type(learner).__name__
     ran = []
-    trainable = bool(list(learner.parameters()))
+    trainable = any(p.requires_grad for p in learner.parameters())  # frozen parameters are not ω
 
     # determinism: the same seed gives the same learner, metrics and meta-gradients, bit for bit
     twin = _build(make_learner, seed)
@@ -181,15 +182,16 @@ def _check_finite_differences(make_learner, batch: TaskBatch, seed: int, directi
     batch = TaskBatch(*(t.double() if t.is_floating_point() else t for t in batch.tensors), batch.info)
     learner = _build(make_learner, seed).double()
     loss = learner.meta_backward(batch)["loss"]
-    grads = {n: p.grad for n, p in learner.named_parameters()}
+    grads = {n: p.grad for n, p in learner.named_parameters() if p.requires_grad}
     generator = torch.Generator().manual_seed(seed)
-    origin = {n: p.detach().clone() for n, p in learner.named_parameters()}
+    origin = {n: p.detach().clone() for n, p in learner.named_parameters() if p.requires_grad}
     scale = max(1e-3, abs(loss))
 
     def loss_at(step: float, direction: dict[str, Tensor]) -> float:
         with torch.no_grad():
             for n, p in learner.named_parameters():
-                p.copy_(origin[n] + step * direction[n])
+                if n in origin:
+                    p.copy_(origin[n] + step * direction[n])
         learner.zero_grad(set_to_none=True)
         return learner.meta_backward(batch)["loss"]
 

@@ -35,6 +35,8 @@ def make(name, seed=0):
 # learners that need another kind of task (class meta-data instead of support images) have
 # conformance checks of their own next to their other tests
 SPECIAL_TASKS = {"zeroshot_protonet", "l2o"}  # l2o: optimizee families (tests/optimizers/test_l2o.py)
+# online learners on sequence episodes (tests/learners/test_model_based.py)
+SPECIAL_TASKS |= {"mann", "sequence_lstm", "sequence_feedforward"}
 NAMES = sorted(set(LEARNERS) - SPECIAL_TASKS)
 
 
