@@ -8,6 +8,7 @@ dicts of tensors.
   compute d(outer loss)/d(meta) (see :mod:`autometa.hypergrad._estimators`).
 - :func:`solve`, :func:`inner_sgd`, :func:`unroll`, :func:`gradients`: unrolled inner loops.
 - :func:`implicit_grad`: implicit differentiation with conjugate gradient or a Neumann series.
+- :func:`precision`: the precision policy of meta-gradients (exact float32, TF32, bf16 autocast).
 - :func:`batched`: run a per-task function over a meta-batch, looped, threaded or with ``vmap``
   (in chunks that fit a memory budget, :class:`ChunkPlan`).
 """
@@ -35,10 +36,13 @@ from autometa.hypergrad._estimators import (
     solve,
 )
 from autometa.hypergrad._implicit import conjugate_gradient, implicit_grad, neumann_series
+from autometa.hypergrad._precision import PRECISIONS, check_precision, precision, precision_state
 from autometa.hypergrad._unrolled import gradients, inner_sgd, sgd_step, unroll
 
 __all__ = [
-    "BATCHING_MODES", "ChunkPlan", "ES", "ESTIMATORS", "Estimator", "Implicit", "InnerProblem", "ReptileStep", "TruncatedBPTT",
-    "Unrolled", "batched", "build_estimator", "check_memory_budget", "conjugate_gradient", "default_batching", "free_memory", "gradients",
-    "implicit_grad", "inner_sgd", "memory_budget", "neumann_series", "sgd_step", "solve", "unroll", "vmap_hazard",
+    "BATCHING_MODES", "ChunkPlan", "ES", "ESTIMATORS", "Estimator", "Implicit", "InnerProblem", "PRECISIONS",
+    "ReptileStep", "TruncatedBPTT", "Unrolled", "batched", "build_estimator", "check_memory_budget",
+    "check_precision", "conjugate_gradient", "default_batching", "free_memory", "gradients", "implicit_grad",
+    "inner_sgd", "memory_budget", "neumann_series", "precision", "precision_state", "sgd_step", "solve", "unroll",
+    "vmap_hazard",
 ]
