@@ -190,6 +190,14 @@ def build_experiment(config: dict, source: str | None = None, problems: list[str
     return Experiment(config, learner, splits["train"], splits.get("val"), splits["test"])
 
 
+def _device_tasks(tasks: TaskDistribution, device) -> TaskDistribution:
+    """``tasks`` with its images on ``device`` (``run.device_tasks``)."""
+    if not callable(getattr(tasks, "to", None)):
+        raise ConfigError(f"run.device_tasks keeps the images of few-shot image tasks (omniglot, mnist, ...) on the "
+                          f"device; {type(tasks).__name__} tasks are made on the CPU. Set run.device_tasks=false.")
+    return tasks.to(device)
+
+
 def evaluate(learner: Learner, tasks: TaskDistribution, count: int, batch_size: int, seed: int,
              device: str = "cpu", progress: bool = False, desc: str = "eval") -> dict:
     """Per-task query metrics of ``count`` tasks drawn from ``seed``, as mean ± 95% CI.
@@ -471,6 +479,8 @@ def run_experiment(config: dict | str | None, out_dir: str | os.PathLike | None 
         torch.set_num_threads(int(run["threads"]))
     device = run["device"]
     learner = exp.learner.to(device)
+    learner.memory_budget, learner.precision = run["memory_budget"], run["precision"]
+    train_tasks = _device_tasks(exp.train, device) if run["device_tasks"] else exp.train
     trainable = [p for p in learner.parameters() if p.requires_grad]
     total_steps = outer["steps"] if trainable else 0  # a rule with nothing to learn is only tested
     optimizer = scheduler = None
@@ -479,7 +489,8 @@ def run_experiment(config: dict | str | None, out_dir: str | os.PathLike | None 
         optimizer = opt_cls(trainable, lr=outer["lr"], weight_decay=outer["weight_decay"])
         decay_every = outer["lr_decay_every"] or 10**12
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, decay_every, gamma=outer["lr_decay"])
-    generator = torch.Generator().manual_seed(config["seed"])
+    # device tasks: indices drawn on the device too (seeded; another stream than the CPU's)
+    generator = torch.Generator(device=device if run["device_tasks"] else "cpu").manual_seed(config["seed"])
     metric, mode = exp.selection_metric
     better = (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
     start, best, elapsed, cpu_elapsed, state = 0, None, 0.0, 0.0, {}
@@ -541,10 +552,12 @@ def run_experiment(config: dict | str | None, out_dir: str | os.PathLike | None 
     t_last, cpu_last = time.perf_counter(), time.process_time()
     try:
         for step in range(start + 1, total_steps + 1):
-            batch = exp.train.sample(outer["meta_batch"], generator)
+            batch = train_tasks.sample(outer["meta_batch"], generator)
             chained = hashlib.sha1(train_digest.encode())  # a chain, so that a resumed run ends the same
-            for tensor in batch.tensors:
-                chained.update(tensor.numpy().tobytes())
+            # device tasks: the drawn indices stand for the images (copying these back would cost a transfer)
+            for tensor in ((batch.info["example_index"], batch.info["rotations"]) if run["device_tasks"]
+                           else batch.tensors):
+                chained.update(tensor.cpu().numpy().tobytes())
             train_digest = chained.hexdigest()
             batch = batch.to(device)
             optimizer.zero_grad(set_to_none=True)
@@ -623,7 +636,11 @@ def run_experiment(config: dict | str | None, out_dir: str | os.PathLike | None 
         "flops": flops,
         "test_tasks_digest": test["digest"],
         "train_tasks_digest": train_digest,
+        "train_tasks_digest_of": "indices" if run["device_tasks"] else "tensors",
         "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else None,
+        "precision": run["precision"],
+        "device_tasks": run["device_tasks"],
         "threads": torch.get_num_threads(),
     }
     if out is not None:

@@ -121,13 +121,11 @@ def batched(task_fn: Callable[..., tuple[Tensor, dict[str, Tensor]]], shared, ta
     if mode == "vmap":
         if plan is None:
             return _vmapped(task_fn, shared, tasks, backward, n)
-        parts, start = [], 0
-        if plan.task_bytes is None:  # the first task, run alone, is the probe of one task's peak
-            parts.append(_probe(task_fn, shared, tasks, backward, n, plan))
-            start = 1
-        chunk = plan.chunk_size(n)
-        plan.chunks = [1] * start + [min(chunk, n - i) for i in range(start, n, chunk)]
-        for i in range(start, n, chunk):
+        if plan.task_bytes is None:
+            _probe(task_fn, shared, tasks, backward, plan)
+        chunk, parts = plan.chunk_size(n), []
+        plan.chunks = [min(chunk, n - i) for i in range(0, n, chunk)]
+        for i in range(0, n, chunk):
             parts.append(_vmapped(task_fn, shared, tuple(t[i:i + chunk] for t in tasks), backward, n))
         losses = torch.cat([p[0] for p in parts])
         return losses, {k: torch.cat([p[1][k] for p in parts]) for k in parts[0][1]}
@@ -236,25 +234,35 @@ def free_memory(device: torch.device | str) -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
-def _probe(task_fn, shared, tasks, backward: bool, total: int, plan: ChunkPlan):
-    """Run the first task alone and record its peak memory in ``plan.task_bytes``.
+def _probe(task_fn, shared, tasks, backward: bool, plan: ChunkPlan) -> None:
+    """Run the first task alone, as a probe, and record its peak memory in ``plan.task_bytes``.
 
     CUDA: the rise of ``torch.cuda.max_memory_allocated`` while the task runs under ``vmap`` (its
     graph, gradients and the backward's buffers). Other devices have no peak counter: the bytes
     of the tensors its graph saves (counted by saved-tensor hooks while the task runs as the loop
     would run it; a lower bound of its peak, which misses the backward's transient buffers).
-    Either way the task's gradient is accumulated like any other chunk's.
+    The probe's gradients are discarded (``torch.autograd.grad``, nothing written to ``.grad``),
+    so every step, the first included, runs the same chunks: a resumed run gets the numbers of an
+    uninterrupted one. It costs one task's work once per plan.
     """
     first = tuple(t[:1] for t in tasks)
+    leaves = [v for v in _leaves(shared).values() if v.requires_grad] if backward else []
+
+    def discard(loss: Tensor) -> None:
+        if leaves and loss.requires_grad:
+            torch.autograd.grad(loss.sum(), leaves, allow_unused=True)
+
     device = tasks[0].device
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         base = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
-        out = _vmapped(task_fn, shared, first, backward, total)
+        losses, _ = torch.func.vmap(task_fn, in_dims=(None,) + (0,) * len(first), randomness="different")(
+            shared, *first)
+        discard(losses)
         torch.cuda.synchronize(device)
         plan.task_bytes = max(int(torch.cuda.max_memory_allocated(device) - base), 1)
-        return out
+        return
     storages: dict[int, int] = {}
 
     def pack(t: Tensor) -> Tensor:
@@ -266,11 +274,9 @@ def _probe(task_fn, shared, tasks, backward: bool, total: int, plan: ChunkPlan):
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss, metrics = task_fn(shared, *(t[0] for t in tasks))
-        if backward:
-            (loss / total).backward()
+        loss, _ = task_fn(shared, *(t[0] for t in tasks))
+    discard(loss)
     plan.task_bytes = max(sum(storages.values()), 1)
-    return loss.detach()[None], {k: v.detach()[None] for k, v in metrics.items()}
 
 
 def _threaded(task_fn, shared, tasks, backward: bool, workers: int | None = None):

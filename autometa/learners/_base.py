@@ -77,6 +77,9 @@ class Learner(nn.Module, abc.ABC):
 
     #: see the ``memory_budget`` argument; set as an attribute by learners that do not take the argument
     memory_budget: float | int | None = None
+    #: the precision policy of meta_backward / evaluate (:func:`autometa.hypergrad.precision`): "torch"
+    #: leaves torch's settings alone; ``autometa run`` sets its ``run.precision`` (default "fp32", exact)
+    precision: str = "torch"
 
     def __init__(self, model: nn.Module, task: str = "classification", batching: str = "auto",
                  memory_budget: float | int | None = None):
