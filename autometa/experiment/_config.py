@@ -73,6 +73,7 @@ DEFAULTS: dict = {
         "precision": "fp32",      # fp32 (exact: TF32 off) | tf32 | bf16 (autocast) | torch (torch's own settings)
         "memory_budget": None,    # what vmap may hold: a fraction of free device memory or bytes; None: 0.25
         "device_tasks": False,    # keep the images on run.device and sample episodes there
+        "distributed": False,     # data-parallel over each meta-batch's tasks (launch with torchrun)
         "progress": True,
         "time_budget_s": 0,       # stop meta-training after this much meta-training time; 0: none
         "cpu_budget_s": 0,        # the same in CPU time of this process (robust to a busy machine)
@@ -83,8 +84,8 @@ DEFAULTS: dict = {
 }
 
 # keys that may change between a run and its resumption
-RESUMABLE_CHANGES = {"outer.steps", "run.progress", "run.threads", "run.memory_budget", "run.checkpoint_every", "run.time_budget_s",
-                     "run.cpu_budget_s"}
+RESUMABLE_CHANGES = {"outer.steps", "run.progress", "run.threads", "run.memory_budget", "run.checkpoint_every",
+                     "run.time_budget_s", "run.cpu_budget_s"}
 
 _NUMBERS = {
     # key: (type, minimum, strict)
@@ -245,7 +246,7 @@ def config_problems(config: dict) -> list[str]:
     if isinstance(config.get("outer"), dict) and config["outer"].get("optimizer") not in ("adam", "sgd"):
         problems.append(f"outer.optimizer must be 'adam' or 'sgd'. Got {config['outer'].get('optimizer')!r}")
     run_section = config.get("run") if isinstance(config.get("run"), dict) else {}
-    for key in ("progress", "count_flops", "device_tasks"):
+    for key in ("progress", "count_flops", "device_tasks", "distributed"):
         if key in run_section and not isinstance(run_section[key], bool):
             problems.append(f"run.{key} must be true or false. Got {run_section[key]!r}")
     threads = run_section.get("threads")

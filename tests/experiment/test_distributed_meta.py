@@ -1,5 +1,6 @@
 """Data-parallel meta-training over the tasks of a meta-batch (torch.distributed, gloo, 2 CPU processes)."""
 
+import json
 import os
 import socket
 import subprocess
@@ -24,7 +25,17 @@ WORKER = textwrap.dedent("""
     if rank == 0:
         torch.save({{"grads": [p.grad for p in learner.parameters()], "metrics": metrics,
                     "world": world}}, sys.argv[1])
+    from autometa.experiment import run_experiment
+    from test_distributed_meta import SINE
+    run_experiment(SINE, sys.argv[2], overrides=["run.distributed=true"])  # rank 0 writes
 """)
+
+SINE = {
+    "seed": 3, "tasks": {"name": "sinusoid", "shots": 5, "queries": 5}, "model": {"name": "mlp", "hidden": [16, 16]},
+    "learner": {"name": "maml", "inner_lr": 0.01}, "outer": {"meta_batch": 5, "steps": 6},
+    "run": {"validate_every": 3, "val_tasks": 10, "test_tasks": 20, "eval_batch": 10, "checkpoint_every": 3,
+            "log_every": 1, "progress": False},
+}
 
 
 def make():
@@ -66,7 +77,8 @@ def test_two_gloo_processes_give_the_single_process_meta_gradient(tmp_path):
     env = dict(os.environ, WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()),
                GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
-    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "out.pt")], env=dict(env, RANK=str(r)),
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "out.pt"), str(tmp_path / "run")],
+                              env=dict(env, RANK=str(r)),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
     for p in procs:
         _, err = p.communicate(timeout=120)
@@ -79,6 +91,18 @@ def test_two_gloo_processes_give_the_single_process_meta_gradient(tmp_path):
     assert got["world"] == 2
     assert (have - want).abs().max() <= 1e-12 * want.abs().max()
     assert got["metrics"] == pytest.approx(metrics, rel=1e-6)  # accuracy is a float32 mean
+    # the run loop with run.distributed=true: rank 0 wrote the run; one process gives the same numbers
+    from autometa.experiment import run_experiment
+
+    single = run_experiment(SINE, tmp_path / "single")
+    both = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert both["processes"] == 2 and single["processes"] == 1 and both["steps"] == single["steps"] == 6
+    assert both["train_tasks_digest"] == single["train_tasks_digest"]  # every process sampled the same tasks
+    assert both["test"]["loss"]["mean"] == pytest.approx(single["test"]["loss"]["mean"], rel=1e-4)
+    rows = [[r["train_loss"] for r in map(json.loads, (tmp_path / d / "metrics.jsonl").read_text().splitlines())
+             if "train_loss" in r] for d in ("run", "single")]
+    assert len(rows[0]) == 6
+    assert rows[0] == pytest.approx(rows[1], rel=1e-4)
 
 
 def test_fewer_tasks_than_processes_is_refused(monkeypatch):
