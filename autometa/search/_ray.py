@@ -436,7 +436,8 @@ def start_local_ray(num_cpus: int | None = None, object_store_memory: int = OBJE
         ray_constants.ENABLE_RAY_CLUSTER = False
     try:
         ray.init(num_cpus=num_cpus, num_gpus=num_gpus, object_store_memory=object_store_memory,
-                 include_dashboard=False, _node_ip_address=node_ip_address, log_to_driver=False, configure_logging=False)
+                 include_dashboard=False, _node_ip_address=node_ip_address, log_to_driver=False,
+                 configure_logging=False)
     except BaseException:
         reaper.stdin.close()
         reaper.wait(timeout=30)
