@@ -70,6 +70,10 @@ DEFAULTS: dict = {
         "log_every": 10,
         "threads": None,          # torch intra-op threads; None leaves torch's default
         "device": "cpu",
+        "precision": "fp32",      # fp32 (exact: TF32 off) | tf32 | bf16 (autocast) | torch (torch's own settings)
+        "memory_budget": None,    # what vmap may hold: a fraction of free device memory or bytes; None: 0.25
+        "device_tasks": False,    # keep the images on run.device and sample episodes there
+        "distributed": False,     # data-parallel over each meta-batch's tasks (launch with torchrun)
         "progress": True,
         "time_budget_s": 0,       # stop meta-training after this much meta-training time; 0: none
         "cpu_budget_s": 0,        # the same in CPU time of this process (robust to a busy machine)
@@ -80,8 +84,8 @@ DEFAULTS: dict = {
 }
 
 # keys that may change between a run and its resumption
-RESUMABLE_CHANGES = {"outer.steps", "run.progress", "run.threads", "run.checkpoint_every", "run.time_budget_s",
-                     "run.cpu_budget_s"}
+RESUMABLE_CHANGES = {"outer.steps", "run.progress", "run.threads", "run.memory_budget", "run.checkpoint_every",
+                     "run.time_budget_s", "run.cpu_budget_s"}
 
 _NUMBERS = {
     # key: (type, minimum, strict)
@@ -242,12 +246,20 @@ def config_problems(config: dict) -> list[str]:
     if isinstance(config.get("outer"), dict) and config["outer"].get("optimizer") not in ("adam", "sgd"):
         problems.append(f"outer.optimizer must be 'adam' or 'sgd'. Got {config['outer'].get('optimizer')!r}")
     run_section = config.get("run") if isinstance(config.get("run"), dict) else {}
-    for key in ("progress", "count_flops"):
+    for key in ("progress", "count_flops", "device_tasks", "distributed"):
         if key in run_section and not isinstance(run_section[key], bool):
             problems.append(f"run.{key} must be true or false. Got {run_section[key]!r}")
     threads = run_section.get("threads")
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         problems.append(f"run.threads must be an integer >= 1, or null for torch's default. Got {threads!r}")
+    from autometa.hypergrad import check_memory_budget, check_precision
+
+    for key, check in (("precision", check_precision), ("memory_budget", check_memory_budget)):
+        if key in run_section:
+            try:
+                check(run_section[key], f"run.{key}")
+            except ConfigError as exc:
+                problems.append(str(exc))
     if isinstance(config.get("run"), dict) and "device" in config["run"]:
         device_problem = _device_problem(config["run"]["device"])
         if device_problem:

@@ -54,6 +54,7 @@ from autometa.experiment._config import (
     load_yaml,
     parse_overrides,
 )
+from autometa.experiment._distributed import distributed_meta_backward, init_distributed, process_rank
 from autometa.experiment._outdir import claim_out_dir, out_dir_kind
 from autometa.experiment._stats import format_ci, mean_ci
 from autometa.learners import LEARNERS, Learner, build_learner
@@ -188,6 +189,14 @@ def build_experiment(config: dict, source: str | None = None, problems: list[str
     if problems:
         raise invalid_config(problems, source)
     return Experiment(config, learner, splits["train"], splits.get("val"), splits["test"])
+
+
+def _device_tasks(tasks: TaskDistribution, device) -> TaskDistribution:
+    """``tasks`` with its images on ``device`` (``run.device_tasks``)."""
+    if not callable(getattr(tasks, "to", None)):
+        raise ConfigError(f"run.device_tasks keeps the images of few-shot image tasks (omniglot, mnist, ...) on the "
+                          f"device; {type(tasks).__name__} tasks are made on the CPU. Set run.device_tasks=false.")
+    return tasks.to(device)
 
 
 def evaluate(learner: Learner, tasks: TaskDistribution, count: int, batch_size: int, seed: int,
@@ -452,7 +461,8 @@ def run_experiment(config: dict | str | None, out_dir: str | os.PathLike | None 
     out = Path(out_dir) if out_dir is not None else None
     if resume and out is None:
         raise ConfigError("resume=True needs the out_dir of the run to continue.")
-    if out is not None:
+    writer = process_rank() == 0  # under torchrun only rank 0 writes the results directory
+    if out is not None and writer:
         _precheck_out(out, resume, overwrite)
     changed: list[str] = []
     if resume:
@@ -469,8 +479,12 @@ def run_experiment(config: dict | str | None, out_dir: str | os.PathLike | None 
     ckpt_dir = out / "checkpoints" if out else None
     if run["threads"]:
         torch.set_num_threads(int(run["threads"]))
-    device = run["device"]
+    device, world = run["device"], 1
+    if run["distributed"]:  # data-parallel over the tasks of each meta-batch (torchrun)
+        _, world, device = init_distributed(device)
     learner = exp.learner.to(device)
+    learner.memory_budget, learner.precision = run["memory_budget"], run["precision"]
+    train_tasks = _device_tasks(exp.train, device) if run["device_tasks"] else exp.train
     trainable = [p for p in learner.parameters() if p.requires_grad]
     total_steps = outer["steps"] if trainable else 0  # a rule with nothing to learn is only tested
     optimizer = scheduler = None
@@ -479,7 +493,8 @@ def run_experiment(config: dict | str | None, out_dir: str | os.PathLike | None 
         optimizer = opt_cls(trainable, lr=outer["lr"], weight_decay=outer["weight_decay"])
         decay_every = outer["lr_decay_every"] or 10**12
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, decay_every, gamma=outer["lr_decay"])
-    generator = torch.Generator().manual_seed(config["seed"])
+    # device tasks: indices drawn on the device too (seeded; another stream than the CPU's)
+    generator = torch.Generator(device=device if run["device_tasks"] else "cpu").manual_seed(config["seed"])
     metric, mode = exp.selection_metric
     better = (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
     start, best, elapsed, cpu_elapsed, state = 0, None, 0.0, 0.0, {}
@@ -501,7 +516,7 @@ def run_experiment(config: dict | str | None, out_dir: str | os.PathLike | None 
         what = ", ".join(f"{k}={get_path(config, k)}" for k in changed)  # said even without progress bars
         print(f"resuming {out} at step {start} of {total_steps}" + (f" (changed: {what})" if what else ""),
               file=sys.stderr)
-    if out is not None:
+    if out is not None and writer:
         claim_out_dir(out, "run", resume=resume, overwrite=overwrite)
         if resume:
             lines = (out / "metrics.jsonl").read_text().splitlines() if (out / "metrics.jsonl").exists() else []
@@ -510,7 +525,7 @@ def run_experiment(config: dict | str | None, out_dir: str | os.PathLike | None 
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         _atomic_write(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         _atomic_write(out / "versions.json", json.dumps(versions(), indent=2))
-    log = open(out / "metrics.jsonl", "a") if out else None
+    log = open(out / "metrics.jsonl", "a") if out and writer else None
 
     def record(entry: dict) -> None:
         if log:
@@ -521,7 +536,7 @@ def run_experiment(config: dict | str | None, out_dir: str | os.PathLike | None 
 
     def checkpoint(name: str, step: int) -> None:
         nonlocal saved_step
-        if ckpt_dir is None:
+        if ckpt_dir is None or not writer:
             return
         _save_checkpoint(ckpt_dir / name, {
             "learner": learner.state_dict(), "optimizer": optimizer.state_dict() if optimizer else {},
@@ -541,14 +556,18 @@ def run_experiment(config: dict | str | None, out_dir: str | os.PathLike | None 
     t_last, cpu_last = time.perf_counter(), time.process_time()
     try:
         for step in range(start + 1, total_steps + 1):
-            batch = exp.train.sample(outer["meta_batch"], generator)
+            batch = train_tasks.sample(outer["meta_batch"], generator)
             chained = hashlib.sha1(train_digest.encode())  # a chain, so that a resumed run ends the same
-            for tensor in batch.tensors:
-                chained.update(tensor.numpy().tobytes())
+            # device tasks: the drawn indices stand for the images (copying these back would cost a transfer)
+            for tensor in ((batch.info["example_index"], batch.info["rotations"]) if run["device_tasks"]
+                           else batch.tensors):
+                chained.update(tensor.cpu().numpy().tobytes())
             train_digest = chained.hexdigest()
             batch = batch.to(device)
             optimizer.zero_grad(set_to_none=True)
-            if run["count_flops"] and flops["meta_step"] is None:
+            if world > 1:
+                train_metrics = distributed_meta_backward(learner, batch)
+            elif run["count_flops"] and flops["meta_step"] is None:
                 train_metrics, flops["meta_step"] = count_flops(learner, learner.meta_backward, batch)
             else:
                 train_metrics = learner.meta_backward(batch)
@@ -597,6 +616,8 @@ def run_experiment(config: dict | str | None, out_dir: str | os.PathLike | None 
         if log:
             log.close()
 
+    if world > 1:
+        torch.distributed.barrier()  # rank 0 has written best.pt before any rank reads it
     if best is not None and ckpt_dir is not None and (ckpt_dir / "best.pt").exists():
         learner.load_state_dict(load_checkpoint(ckpt_dir / "best.pt")["learner"])
     t0 = time.perf_counter()
@@ -623,10 +644,15 @@ def run_experiment(config: dict | str | None, out_dir: str | os.PathLike | None 
         "flops": flops,
         "test_tasks_digest": test["digest"],
         "train_tasks_digest": train_digest,
+        "train_tasks_digest_of": "indices" if run["device_tasks"] else "tensors",
         "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else None,
+        "precision": run["precision"],
+        "device_tasks": run["device_tasks"],
         "threads": torch.get_num_threads(),
+        "processes": world,
     }
-    if out is not None:
+    if out is not None and writer:
         _atomic_write(out / "results.json", json.dumps(results, indent=2))
         _atomic_write(out / "test_values.json", json.dumps(test["values"]))
     if run["progress"]:

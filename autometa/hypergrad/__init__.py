@@ -8,10 +8,21 @@ dicts of tensors.
   compute d(outer loss)/d(meta) (see :mod:`autometa.hypergrad._estimators`).
 - :func:`solve`, :func:`inner_sgd`, :func:`unroll`, :func:`gradients`: unrolled inner loops.
 - :func:`implicit_grad`: implicit differentiation with conjugate gradient or a Neumann series.
-- :func:`batched`: run a per-task function over a meta-batch, looped, threaded or with ``vmap``.
+- :func:`precision`: the precision policy of meta-gradients (exact float32, TF32, bf16 autocast).
+- :func:`batched`: run a per-task function over a meta-batch, looped, threaded or with ``vmap``
+  (in chunks that fit a memory budget, :class:`ChunkPlan`).
 """
 
-from autometa.hypergrad._batching import BATCHING_MODES, batched, default_batching, vmap_hazard
+from autometa.hypergrad._batching import (
+    BATCHING_MODES,
+    ChunkPlan,
+    batched,
+    check_memory_budget,
+    default_batching,
+    free_memory,
+    memory_budget,
+    vmap_hazard,
+)
 from autometa.hypergrad._estimators import (
     ES,
     ESTIMATORS,
@@ -25,10 +36,13 @@ from autometa.hypergrad._estimators import (
     solve,
 )
 from autometa.hypergrad._implicit import conjugate_gradient, implicit_grad, neumann_series
+from autometa.hypergrad._precision import PRECISIONS, check_precision, precision, precision_state
 from autometa.hypergrad._unrolled import gradients, inner_sgd, sgd_step, unroll
 
 __all__ = [
-    "BATCHING_MODES", "ES", "ESTIMATORS", "Estimator", "Implicit", "InnerProblem", "ReptileStep", "TruncatedBPTT",
-    "Unrolled", "batched", "build_estimator", "conjugate_gradient", "default_batching", "gradients",
-    "implicit_grad", "inner_sgd", "neumann_series", "sgd_step", "solve", "unroll", "vmap_hazard",
+    "BATCHING_MODES", "ChunkPlan", "ES", "ESTIMATORS", "Estimator", "Implicit", "InnerProblem", "PRECISIONS",
+    "ReptileStep", "TruncatedBPTT", "Unrolled", "batched", "build_estimator", "check_memory_budget",
+    "check_precision", "conjugate_gradient", "default_batching", "free_memory", "gradients", "implicit_grad",
+    "inner_sgd", "memory_budget", "neumann_series", "precision", "precision_state", "sgd_step", "solve", "unroll",
+    "vmap_hazard",
 ]

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from autometa.errors import ConfigError
-from autometa.hypergrad import BATCHING_MODES, batched, default_batching
+from autometa.hypergrad import BATCHING_MODES, ChunkPlan, batched, check_memory_budget, default_batching, memory_budget
 from autometa.learners._inputs import prepared
 from autometa.tasks import TaskBatch
 
@@ -102,14 +102,25 @@ class Learner(nn.Module, abc.ABC):
         model: the network (the initialization for MAML-style learners, the embedding for
             metric learners).
         task: ``"classification"`` or ``"regression"``.
-        batching: ``"auto"``, ``"loop"`` or ``"vmap"`` over the tasks of a meta-batch.
+        batching: ``"auto"``, ``"loop"``, ``"threads"`` or ``"vmap"`` over the tasks of a meta-batch.
+        memory_budget: what ``vmap`` may hold at once: a fraction in (0, 1] of the device's free
+            memory or a number of bytes; None: a quarter of free memory. The tasks are run in
+            chunks that fit it (see :class:`~autometa.hypergrad.ChunkPlan`); loops ignore it.
     """
 
     #: hyperparameters a search backend may tune, in autometa's neutral space format
     SPACE: ClassVar[dict] = {}
 
-    def __init__(self, model: nn.Module, task: str = "classification", batching: str = "auto"):
+    #: see the ``memory_budget`` argument; set as an attribute by learners that do not take the argument
+    memory_budget: float | int | None = None
+    #: the precision policy of meta_backward / evaluate (:func:`autometa.hypergrad.precision`): "torch"
+    #: leaves torch's settings alone; ``autometa run`` sets its ``run.precision`` (default "fp32", exact)
+    precision: str = "torch"
+
+    def __init__(self, model: nn.Module, task: str = "classification", batching: str = "auto",
+                 memory_budget: float | int | None = None):
         super().__init__()
+        check_memory_budget(memory_budget, f"`memory_budget` of {type(self).__name__}")
         if not isinstance(model, nn.Module):
             raise ConfigError(f"A learner needs an nn.Module as model. Got {type(model).__name__}.")
         if batching not in BATCHING_MODES:
@@ -118,6 +129,8 @@ class Learner(nn.Module, abc.ABC):
         self.task = task
         self.loss_fn = task_loss_fn(task)
         self.batching = batching
+        self.memory_budget = memory_budget
+        self._plans: dict = {}  # (device, shapes, training) -> ChunkPlan, measured on first use
 
     def __init_subclass__(cls, **kwargs):
         # users' own models and tensors: every meta_backward / evaluate, overridden ones too,
@@ -145,6 +158,17 @@ class Learner(nn.Module, abc.ABC):
             return self.batching
         return default_batching(self.model, batch.support_x.device)
 
+    def chunk_plan(self, batch: TaskBatch, training: bool) -> ChunkPlan:
+        """The memory plan of ``vmap`` for batches shaped like ``batch`` (made, and measured, once).
+
+        The budget is fixed when the plan is made, before any task of that shape has run.
+        """
+        device = batch.support_x.device
+        key = (str(device), tuple(tuple(t.shape[1:]) for t in batch.tensors), training, self.memory_budget)
+        if key not in self._plans:
+            self._plans[key] = ChunkPlan(memory_budget(device, self.memory_budget))
+        return self._plans[key]
+
     @abc.abstractmethod
     def task_loss(self, meta: dict[str, Tensor], support_x: Tensor, support_y: Tensor,
                   query_x: Tensor, query_y: Tensor, training: bool) -> tuple[Tensor, dict[str, Tensor]]:
@@ -157,15 +181,19 @@ class Learner(nn.Module, abc.ABC):
     @prepared
     def meta_backward(self, batch: TaskBatch) -> dict[str, float]:
         """Accumulate the meta-gradient of the mean query loss of ``batch`` into ``.grad``."""
+        mode = self._mode(batch)
         _, metrics = batched(lambda m, *t: self.task_loss(m, *t, training=True), self.meta_params(),
-                             batch.tensors, self._mode(batch), backward=True)
+                             batch.tensors, mode, backward=True,
+                             plan=self.chunk_plan(batch, True) if mode == "vmap" else None)
         return {k: v.mean().item() for k, v in metrics.items()}
 
     @prepared
     def evaluate(self, batch: TaskBatch) -> dict[str, Tensor]:
         """Per-task query metrics after adaptation, shape ``(B,)`` each."""
         meta = {k: v.detach() for k, v in self.meta_params().items()}
+        mode = self._mode(batch)
         with torch.no_grad():
             _, metrics = batched(lambda m, *t: self.task_loss(m, *t, training=False), meta,
-                                 batch.tensors, self._mode(batch), backward=False)
+                                 batch.tensors, mode, backward=False,
+                                 plan=self.chunk_plan(batch, False) if mode == "vmap" else None)
         return metrics

@@ -67,7 +67,7 @@ class MAML(Learner):
             from scratch per task). The initialization is :func:`seeded_init`, seeded by a hash of
             the task's support set, so a task always gets the same one, whatever the order or
             batching; ``init`` cannot then be meta-learned, and tasks are looped, not vmapped.
-        task, batching: see :class:`Learner`.
+        task, batching, memory_budget: see :class:`Learner`.
 
     Example::
 
@@ -89,8 +89,8 @@ class MAML(Learner):
                  checkpoint: bool = False, optimizer=None, loss=None, estimator=None,
                  learn: list[str] | tuple[str, ...] | None = None, reinit: bool = False,
                  augmentation=None, augmented_copies: int = 1,
-                 task: str = "classification", batching: str = "auto"):
-        super().__init__(model, task, batching)
+                 task: str = "classification", batching: str = "auto", memory_budget: float | int | None = None):
+        super().__init__(model, task, batching, memory_budget)
         name = type(self).__name__
         self.augmentation = check_augmentation(name, augmentation, augmented_copies, batching)
         self.augmented_copies = augmented_copies

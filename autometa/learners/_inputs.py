@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from autometa.errors import TaskSpecError, UnsupportedFeatureError
+from autometa.hypergrad import precision
 from autometa.nets import no_buffer_updates
 from autometa.tasks import TaskBatch
 
@@ -191,7 +192,8 @@ def _small_model_threads(model: nn.Module, batch):
 
 
 def prepared(method):
-    """Wrap a learner's ``meta_backward`` / ``evaluate``: check the batch, protect the buffers.
+    """Wrap a learner's ``meta_backward`` / ``evaluate``: check the batch, protect the buffers, apply
+    the learner's precision policy (``learner.precision``, see :func:`autometa.hypergrad.precision`).
 
     Calls nested in one another (a subclass calling ``super().meta_backward``) check once.
     """
@@ -208,7 +210,8 @@ def prepared(method):
         self.__dict__["_autometa_in_call"] = True
         try:
             model = getattr(self, "model", self)
-            with no_buffer_updates(model), _small_model_threads(model, batch):  # the user's network only
+            with no_buffer_updates(model), _small_model_threads(model, batch), \
+                    precision(getattr(self, "precision", "torch"), batch.support_x.device):
                 return method(self, batch, *args, **kwargs)
         except (RuntimeError, IndexError) as exc:  # torch's raw shape/dtype error, when the inputs do not fit
             explained = explain_model_error(self, batch, exc)

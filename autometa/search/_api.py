@@ -178,7 +178,8 @@ def search(objective_or_config, space=None, *, backend: str = "optuna", n_trials
            storage: str | None = None, study_name: str = "autometa", out_dir: str | os.PathLike | None = None,
            resume: bool = False, timeout: float | None = None, address: str | None = None,
            connect_timeout: float = 30.0,
-           auth_token: str | None = None, num_cpus: int | None = None, resources: dict | None = None,
+           auth_token: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None,
+           resources: dict | None = None,
            max_concurrent: int | None = None, max_retries: int = 0, sampler_options: dict | None = None,
            pruner_options: dict | None = None, metric: str | list[str] | None = None,
            overrides: list[str] | dict | None = None,
@@ -218,12 +219,15 @@ def search(objective_or_config, space=None, *, backend: str = "optuna", n_trials
             ``info["interrupted"]``; ray reads autometa's journal ``ray_trials.jsonl``, whatever
             state Tune's files are in).
         timeout: stop starting trials after this many seconds (optuna, nni).
-        address, auth_token, num_cpus: ray: the cluster to join (None: start a local Ray), its
-            authentication token (Ray >= 2.59 clusters; default ``$RAY_AUTH_TOKEN`` or the token
-            file), CPUs of a local Ray.
+        address, auth_token, num_cpus, num_gpus: ray: the cluster to join (None: start a local Ray),
+            its authentication token (Ray >= 2.59 clusters; default ``$RAY_AUTH_TOKEN`` or the token
+            file), CPUs and GPUs of a local Ray (default: what Ray detects; GPUs may be declared
+            where there are none, to check how trials are scheduled).
         connect_timeout: ray: seconds to wait for the cluster at ``address`` to answer
             (:class:`ClusterUnreachableError` after that).
-        resources: ray: per-trial resources, e.g. ``{"cpu": 1, "gpu": 0.5}``.
+        resources: ray: per-trial resources, e.g. ``{"cpu": 1, "gpu": 0.25}`` (four trials share a
+            GPU; each trial sees only its GPU, as ``cuda``). Default: the space file's
+            ``resources:`` entry, else ``{"cpu": 1}``.
         max_concurrent: trials at once (ray: concurrent trials; optuna: threads).
         max_retries: ray: retries of a failed trial (``FailureConfig(max_failures=...)``).
         sampler_options, pruner_options: keyword arguments of the sampler (tuner), and of the
@@ -261,6 +265,8 @@ def search(objective_or_config, space=None, *, backend: str = "optuna", n_trials
         raise ConfigError("search() needs a search space, e.g. {'inner_lr': {'float': [1e-3, 1.0], 'log': True}} "
                           "or a YAML path, or a shipped space such as maml_sinusoid.")
     space = SearchSpace.coerce(space)
+    if resources is None:
+        resources = space.resources  # `resources:` of the space file; the argument (CLI --resources) wins
     out = Path(out_dir).resolve() if out_dir is not None else None
     if callable(objective_or_config):
         objective, default_names, default_dirs = objective_or_config, None, None
@@ -299,13 +305,13 @@ def search(objective_or_config, space=None, *, backend: str = "optuna", n_trials
     names = default_names or (["objective"] if len(dirs) == 1 else [f"objective_{i}" for i in range(len(dirs))])
 
     _check_support(backend, space, len(dirs), sampler, pruner, scheduler, address, resources, max_retries,
-                   storage, timeout, auth_token, num_cpus, max_concurrent)
+                   storage, timeout, auth_token, num_cpus, max_concurrent, num_gpus)
     module = _backend_module(backend)
     settings = Settings(
         n_trials=n_trials, directions=dirs, metric_names=names, seed=seed, sampler=sampler, pruner=pruner,
         scheduler=scheduler, storage=storage, study_name=study_name, out_dir=out, resume=resume, timeout=timeout,
         address=address, connect_timeout=float(connect_timeout), auth_token=auth_token, num_cpus=num_cpus,
-        resources=resources, max_concurrent=max_concurrent, max_retries=max_retries,
+        num_gpus=num_gpus, resources=resources, max_concurrent=max_concurrent, max_retries=max_retries,
         sampler_options=dict(sampler_options or {}), pruner_options=dict(pruner_options or {}),
         on_trial_end=on_trial_end)
     if before_trials is not None:
@@ -318,7 +324,7 @@ def search(objective_or_config, space=None, *, backend: str = "optuna", n_trials
 
 
 def _check_support(backend, space, n_objectives, sampler, pruner, scheduler, address, resources, max_retries,
-                   storage, timeout, auth_token, num_cpus, max_concurrent) -> None:
+                   storage, timeout, auth_token, num_cpus, max_concurrent, num_gpus=None) -> None:
     """Raise for any argument the backend would otherwise ignore or misread."""
     if sampler not in SAMPLERS[backend]:
         raise ConfigError(f"Unknown sampler {sampler!r} for backend {backend!r}. Choose one of {SAMPLERS[backend]}.")
@@ -337,7 +343,7 @@ def _check_support(backend, space, n_objectives, sampler, pruner, scheduler, add
         raise ConfigError(f"Unknown scheduler {scheduler!r}. backend='ray' offers {SCHEDULERS['ray']}.")
     if backend != "ray":
         for name, value in (("address", address), ("resources", resources), ("auth_token", auth_token),
-                            ("num_cpus", num_cpus)):
+                            ("num_cpus", num_cpus), ("num_gpus", num_gpus)):
             if value is not None:
                 raise UnsupportedFeatureError(f"{name}= is a Ray Tune setting; backend {backend!r} runs trials "
                                               f"in this process. Use backend='ray', or drop {name}.")

@@ -71,7 +71,9 @@ def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
                        help="ray: seconds to wait for the cluster at --address to answer (default 30)")
     sweep.add_argument("--auth-token", help="ray: the cluster's token (default $RAY_AUTH_TOKEN or ~/.ray/auth_token)")
     sweep.add_argument("--num-cpus", type=int, help="ray: CPUs of a local Ray (default: all)")
-    sweep.add_argument("--resources", help="ray: resources per trial, e.g. cpu=1,gpu=0.5 (default cpu=1)")
+    sweep.add_argument("--num-gpus", type=int, help="ray: GPUs of a local Ray (default: those Ray detects)")
+    sweep.add_argument("--resources", help="ray: resources per trial, e.g. cpu=1,gpu=0.25 (default: the space "
+                                           "file's `resources:`, else cpu=1)")
     sweep.add_argument("--max-concurrent", type=int, help="trials at once (ray: concurrent trials; optuna: threads)")
     sweep.add_argument("--max-retries", type=int, default=0, help="ray: retries of a failed trial (default 0)")
     sweep.set_defaults(func=run_sweep)
@@ -136,8 +138,8 @@ def run_sweep(args: argparse.Namespace) -> int:
             directions=directions, seed=args.seed, sampler=args.sampler, pruner=args.pruner,
             scheduler=args.scheduler, storage=args.storage, study_name=args.study_name, out_dir=out,
             resume=args.resume, timeout=args.timeout, address=args.address, connect_timeout=args.connect_timeout,
-            auth_token=args.auth_token,
-            num_cpus=args.num_cpus, resources=_resources(args.resources), max_concurrent=args.max_concurrent,
+            auth_token=args.auth_token, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
+            resources=_resources(args.resources), max_concurrent=args.max_concurrent,
             max_retries=args.max_retries, metric=args.metric, overrides=args.set, on_trial_end=progress,
             # claimed once the arguments are checked: a bad argument writes nothing, and an existing
             # sweep (any backend) or another command's directory is refused without --resume/--overwrite

@@ -116,6 +116,7 @@ class Settings:
     connect_timeout: float = 30.0
     auth_token: str | None = None
     num_cpus: int | None = None
+    num_gpus: int | None = None
     resources: dict | None = None
     max_concurrent: int | None = None
     max_retries: int = 0

@@ -414,7 +414,7 @@ def ray_is_running() -> bool:
 
 
 def start_local_ray(num_cpus: int | None = None, object_store_memory: int = OBJECT_STORE_BYTES,
-                    node_ip_address: str = "127.0.0.1") -> LocalRay:
+                    node_ip_address: str = "127.0.0.1", num_gpus: int | None = None) -> LocalRay:
     """Start a local Ray bound to ``node_ip_address`` (loopback) whose processes end with this process.
 
     Every process of the instance inherits ``AUTOMETA_RAY_OWNER=<token>``; a reaper in its own
@@ -435,8 +435,9 @@ def start_local_ray(num_cpus: int | None = None, object_store_memory: int = OBJE
         os.environ[_CLUSTER_MODE] = "0"
         ray_constants.ENABLE_RAY_CLUSTER = False
     try:
-        ray.init(num_cpus=num_cpus, object_store_memory=object_store_memory, include_dashboard=False,
-                 _node_ip_address=node_ip_address, log_to_driver=False, configure_logging=False)
+        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, object_store_memory=object_store_memory,
+                 include_dashboard=False, _node_ip_address=node_ip_address, log_to_driver=False,
+                 configure_logging=False)
     except BaseException:
         reaper.stdin.close()
         reaper.wait(timeout=30)
@@ -479,7 +480,7 @@ def init_ray(settings: Settings) -> LocalRay | bool:
                     f"Call ray.shutdown() first to join {settings.address}, or drop address to use the running Ray.")
         return False
     if settings.address is None:
-        return start_local_ray(settings.num_cpus)
+        return start_local_ray(settings.num_cpus, num_gpus=settings.num_gpus)
     timeout = settings.connect_timeout
     _probe(settings.address, timeout)
     saved = {k: os.environ.get(k) for k in ("RAY_AUTH_TOKEN", "RAY_gcs_rpc_server_reconnect_timeout_s")}

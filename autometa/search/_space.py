@@ -100,8 +100,10 @@ class SearchSpace:
     which every parameter comes after the parameters its ``when`` refers to.
     """
 
-    def __init__(self, params: list[Param]):
+    def __init__(self, params: list[Param], resources: dict | None = None):
         self.params: dict[str, Param] = {p.name: p for p in params}
+        #: per-trial resources given in the space file (``resources: {cpu: 1, gpu: 0.25}``), for Ray
+        self.resources = resources
 
     def __iter__(self):
         return iter(self.params.values())
@@ -335,6 +337,12 @@ def parse_space(raw: dict) -> SearchSpace:
         raise ConfigError(f"A search space must be a non-empty mapping of parameter names to distributions. "
                           f"Got {raw!r}.")
     problems: list[str] = []
+    raw = dict(raw)
+    resources = raw.pop(RESOURCES_KEY, None)
+    if resources is not None:
+        problems += resources_problems(resources, f"`{RESOURCES_KEY}` of the space")
+    if not raw:
+        problems.append("the space has no parameters besides `resources`")
     flat: dict = {}
     _flatten(raw, "", flat, problems)
     params = {}
@@ -358,7 +366,26 @@ def parse_space(raw: dict) -> SearchSpace:
     ordered = _order(params, problems)
     if problems:
         raise ConfigError("Invalid search space:\n  - " + "\n  - ".join(problems))
-    return SearchSpace(ordered)
+    return SearchSpace(ordered, resources)
+
+
+#: the reserved top-level key of a space file that gives Ray's per-trial resources
+RESOURCES_KEY = "resources"
+
+
+def resources_problems(resources, owner: str = "resources") -> list[str]:
+    """Why ``resources`` is not a mapping of resource names to amounts >= 0 (``{cpu: 1, gpu: 0.25}``)."""
+    if not isinstance(resources, dict) or not resources:
+        return [f"{owner} must be a mapping such as {{cpu: 1, gpu: 0.25}}. Got {resources!r}"]
+    bad = {k: v for k, v in resources.items() if not isinstance(k, str) or isinstance(v, bool)
+           or not isinstance(v, (int, float)) or not v >= 0}
+    if bad:
+        return [f"{owner}: every amount must be a number >= 0 (a GPU fraction such as 0.25 shares one device). "
+                f"Got {bad}"]
+    gpu = resources.get("gpu", 0)
+    if gpu > 1 and gpu != int(gpu):
+        return [f"{owner}: a trial takes a fraction of one GPU or whole GPUs; gpu={gpu} is neither"]
+    return []
 
 
 def _order(params: dict[str, Param], problems: list) -> list[Param]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
@@ -27,6 +29,15 @@ class FewShotClassification(TaskDistribution):
     Raises:
         TaskSpecError: when the split has fewer than ``ways`` classes or a class has fewer
             than ``shots + queries`` examples.
+
+    Device-resident sampling: :meth:`to` gives a copy whose images (only this split's) and index
+    tables live on a device, so that an episode is gathered there instead of being assembled on
+    the CPU and copied every step. Its random draws are made on the ``generator``'s device: with
+    a CPU generator it yields exactly the episodes of the CPU sampler (same seed, same tensors);
+    with a generator on the device (``torch.Generator(device="cuda")``) nothing leaves the device,
+    and the episodes are seeded and reproducible but differ from the CPU generator's (another
+    random stream), their content still being the images the drawn indices name
+    (``info["example_index"]``, rotated by ``info["rotations"]``).
     """
 
     kind = "classification"
@@ -74,27 +85,64 @@ class FewShotClassification(TaskDistribution):
     def num_classes(self) -> int:
         return len(self._classes) * len(self._rotations)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the images are and the episodes are assembled."""
+        return self._x.device
+
+    def to(self, device: torch.device | str) -> FewShotClassification:
+        """A copy of this distribution whose images and index tables live on ``device``.
+
+        Only the images of this split's classes are copied. Sampling from the copy with the same
+        generator gives the same episodes as sampling from ``self`` (see the class docstring).
+        """
+        device = torch.device(device)
+        new = copy.copy(self)
+        valid = torch.arange(self._table.shape[1]) < self._counts[:, None]
+        used = torch.unique(self._table[valid])  # sorted example indices of this split
+        new._x = self._x[used].to(device)
+        new._table = torch.where(valid, torch.searchsorted(used, self._table), 0).to(device)
+        new._counts, new._classes, new._rotations = (t.to(device) for t in (self._counts, self._classes,
+                                                                              self._rotations))
+        examples = getattr(self, "_examples", None)  # a copy of a copy maps back to the dataset's indices
+        new._examples = (used if examples is None else examples.cpu()[used]).to(device)  # dataset index per row
+        new._host = self if getattr(self, "_host", None) is None else self._host
+        new._sync_free = device.type != "cpu"  # rotate without asking the device which episodes need it
+        return new
+
     def sample(self, batch_size: int, generator: torch.Generator) -> TaskBatch:
         b, w, k, q = batch_size, self.ways, self.shots, self.queries
+        host = getattr(self, "_host", None) or self
+        draw = generator.device  # the random draws are made where the generator is
+        counts = host._counts if draw.type == "cpu" else self._counts.to(draw)
         # classes: the first `ways` of a random permutation of (class, rotation) pairs, per task
-        pick = torch.rand(b, self.num_classes, generator=generator).argsort(dim=1)[:, :w]
-        cls, rot = pick // len(self._rotations), self._rotations[pick % len(self._rotations)]
+        pick = torch.rand(b, self.num_classes, generator=generator, device=draw).argsort(dim=1)[:, :w]
+        n_rot = len(self._rotations)
         # examples: the first shots+queries of a random order of that class's examples
-        keys = torch.rand(b, w, self._table.shape[1], generator=generator)
-        keys[torch.arange(self._table.shape[1]) >= self._counts[cls][..., None]] = float("inf")
+        keys = torch.rand(b, w, self._table.shape[1], generator=generator, device=draw)
+        keys[torch.arange(self._table.shape[1], device=draw) >= counts[pick // n_rot][..., None]] = float("inf")
         slot = keys.argsort(dim=2)[..., : k + q]
-        idx = self._table[cls[..., None], slot]  # (b, w, k+q)
-        x = self._x[idx].float()  # (b, w, k+q, C, H, W)
-        for r in (1, 2, 3):
-            mask = rot == r
-            if mask.any():
-                x[mask] = torch.rot90(x[mask], r, dims=(-2, -1))
-        y = torch.arange(w).view(1, w, 1).expand(b, w, k + q)
+        pick, slot = pick.to(self.device), slot.to(self.device)
+        cls, rot = pick // n_rot, self._rotations[pick % n_rot]
+        row = self._table[cls[..., None], slot]  # (b, w, k+q): rows of self._x
+        x = self._x[row].float()  # (b, w, k+q, C, H, W)
+        if not getattr(self, "_sync_free", False):
+            for r in (1, 2, 3):
+                mask = rot == r
+                if mask.any():
+                    x[mask] = torch.rot90(x[mask], r, dims=(-2, -1))
+        else:  # no host synchronisation: every rotation computed, each episode class takes its own
+            for r in (1, 2, 3):
+                if bool((host._rotations == r).any()):
+                    x = torch.where((rot == r)[..., None, None, None, None], torch.rot90(x, r, dims=(-2, -1)), x)
+        y = torch.arange(w, device=self.device).view(1, w, 1).expand(b, w, k + q)
         shape = x.shape[3:]
+        examples = getattr(self, "_examples", None)
         return TaskBatch(
             x[:, :, :k].reshape(b, w * k, *shape), y[:, :, :k].reshape(b, w * k),
             x[:, :, k:].reshape(b, w * q, *shape), y[:, :, k:].reshape(b, w * q),
-            {"classes": self._classes[cls], "rotations": rot, "class_index": pick},
+            {"classes": self._classes[cls], "rotations": rot, "class_index": pick,
+             "example_index": row if examples is None else examples[row]},
         )
 
 
