@@ -1,18 +1,18 @@
-"""Fault injection: `autometa sweep` (Optuna and Ray) killed with SIGKILL at random moments, then resumed.
+"""Fault injection: `autometa sweep` (Optuna, Ray, NNI) killed with SIGKILL at random moments, then resumed.
 
 For each backend, SWEEPS sweeps of TRIALS trials of a tiny sinusoid config are started from the
 CLI; each is killed (kill -9 of the driver only) KILLS times at a random moment (once a random
-number of trials have finished, plus a random delay of up to 3 s), then resumed
-with --resume until it finishes. Recorded per sweep: the trials finished at each kill, the final
-trials, trials lost (finished before a kill but missing or changed afterwards), duplicated (a
-finished trial that ran again: same parameters completed twice, or a number that ended twice in
-Ray's journal), Ray processes still running 30 s after each kill, and (Ray) the local addresses of
-every TCP socket the driver and its Ray processes listen on while trials run (the ports check: all must
-be loopback). A sweep is ok when sweep.json (and trials.csv) hold exactly the requested trials,
-numbered 0 .. trials-1, every one complete, none lost or duplicated, no process left behind and no
-listener off loopback. Prints a table, writes JSON.
+number of trials have finished, plus a random delay of up to 3 s), then resumed with --resume
+until it finishes. Recorded per sweep: the trials finished at each kill, the final trials, trials
+lost (finished before a kill but missing or changed afterwards), duplicated (a finished trial
+that ran again: same parameters completed twice, or a number that ended twice in Ray's or NNI's
+journal), Ray processes still running 30 s after each kill and after the final run, and (Ray)
+the local addresses of every TCP socket the driver and its Ray processes listen on while trials
+run (the ports check: all must be loopback). A sweep is ok when sweep.json and trials.csv hold
+exactly the requested trials, numbered 0 .. trials-1, every one complete, none lost or
+duplicated, no process left behind and no listener off loopback. Prints a table, writes JSON.
 
-    python benchmarks/fault_injection_sweeps.py --out benchmarks/fault_injection_sweeps.json
+    python benchmarks/fault_injection_sweeps.py --backends ray --out benchmarks/fault_injection_sweeps_ray.json
 """
 
 from __future__ import annotations
@@ -171,8 +171,8 @@ def one_sweep(backend: str, index: int, trials: int, kills: int, rng: random.Ran
                                "ray_processes_seen": len(processes), "left_30s_after_kill": left})
                 attempt += 1
                 continue
+        processes = {}
         if backend == "ray":  # the ports check in the run that finishes too
-            processes = {}
             while driver.poll() is None:
                 for token in owner_tokens() - before:
                     processes.update(family(token, {driver.pid}))
@@ -180,8 +180,15 @@ def one_sweep(backend: str, index: int, trials: int, kills: int, rng: random.Ran
                 time.sleep(0.5)
         driver.wait(timeout=1800)
         err = (folder / f"stderr{attempt}.txt").read_bytes()
-        events.append({"final_rc": driver.returncode, "stderr_tail": err.decode(errors="replace")[-300:]
-                       if driver.returncode else ""})
+        final = {"final_rc": driver.returncode, "stderr_tail": err.decode(errors="replace")[-300:]
+                 if driver.returncode else ""}
+        if backend == "ray":  # the sweep that finished ends its Ray too
+            deadline = time.time() + 30
+            while _alive(processes) and time.time() < deadline:
+                time.sleep(0.5)
+            final.update(ray_processes_seen=len(processes), left_30s_after_end=len(_alive(processes)))
+            left_after_kills.append(final["left_30s_after_end"])
+        events.append(final)
         break
     sweep = json.loads((out / "sweep.json").read_text()) if (out / "sweep.json").exists() else {"trials": []}
     complete = [t for t in sweep["trials"] if t["state"] == "complete"]
