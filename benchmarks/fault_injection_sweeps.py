@@ -1,18 +1,18 @@
-"""Fault injection: `autometa sweep` (Optuna and Ray) killed with SIGKILL at random moments, then resumed.
+"""Fault injection: `autometa sweep` (Optuna, Ray, NNI) killed with SIGKILL at random moments, then resumed.
 
 For each backend, SWEEPS sweeps of TRIALS trials of a tiny sinusoid config are started from the
 CLI; each is killed (kill -9 of the driver only) KILLS times at a random moment (once a random
-number of trials have finished, plus a random delay of up to 3 s), then resumed
-with --resume until it finishes. Recorded per sweep: the trials finished at each kill, the final
-trials, trials lost (finished before a kill but missing or changed afterwards), duplicated (a
-finished trial that ran again: same parameters completed twice, or a number that ended twice in
-Ray's journal), Ray processes still running 30 s after each kill, and (Ray) the local addresses of
-every TCP socket the driver and its Ray processes listen on while trials run (the ports check: all must
-be loopback). A sweep is ok when sweep.json (and trials.csv) hold exactly the requested trials,
-numbered 0 .. trials-1, every one complete, none lost or duplicated, no process left behind and no
-listener off loopback. Prints a table, writes JSON.
+number of trials have finished, plus a random delay of up to 3 s), then resumed with --resume
+until it finishes. Recorded per sweep: the trials finished at each kill, the final trials, trials
+lost (finished before a kill but missing or changed afterwards), duplicated (a finished trial
+that ran again: same parameters completed twice, or a number that ended twice in Ray's or NNI's
+journal), Ray processes still running 30 s after each kill and after the final run, and (Ray)
+the local addresses of every TCP socket the driver and its Ray processes listen on while trials
+run (the ports check: all must be loopback). A sweep is ok when sweep.json and trials.csv hold
+exactly the requested trials, numbered 0 .. trials-1, every one complete, none lost or
+duplicated, no process left behind and no listener off loopback. Prints a table, writes JSON.
 
-    python benchmarks/fault_injection_sweeps.py --out benchmarks/fault_injection_sweeps.json
+    python benchmarks/fault_injection_sweeps.py --backends ray --out benchmarks/fault_injection_sweeps_ray.json
 """
 
 from __future__ import annotations
@@ -44,14 +44,26 @@ SPACE = {"learner.inner_lr": {"float": [1e-3, 0.05], "log": True}}
 KILL_EXTRA_S = 3.0
 
 
-def owner_tokens() -> set[str]:
+def _name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")[-60:]
+    except OSError:
+        return "?"
+
+
+def driver_tokens(driver_pid: int) -> set[str]:
+    """The owner token of the local Ray that ``driver_pid`` started, read from its reaper's command line
+    (``_reaper.py TOKEN DRIVER_PID``), so that Ray instances of other sweeps on this machine (other users
+    run theirs at the same time) are never counted."""
     tokens = set()
     for entry in os.listdir("/proc"):
         try:
-            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
-        tokens |= {v.split(b"=", 1)[1].decode() for v in environ if v.startswith(b"AUTOMETA_RAY_OWNER=")}
+        argv = [a for a in argv if a]
+        if len(argv) >= 3 and argv[-3].endswith("_reaper.py") and argv[-1] == str(driver_pid):
+            tokens.add(argv[-2])
     return tokens
 
 
@@ -133,7 +145,6 @@ def one_sweep(backend: str, index: int, trials: int, kills: int, rng: random.Ran
     attempt = 0
     while True:
         resume = ["--resume"] if attempt else []
-        before = owner_tokens()
         stderr = open(folder / f"stderr{attempt}.txt", "wb")  # a file, not a pipe that could fill while we poll
         driver = subprocess.Popen(command + resume, stdout=subprocess.DEVNULL, stderr=stderr, env=env,
                                   start_new_session=True)
@@ -145,8 +156,8 @@ def one_sweep(backend: str, index: int, trials: int, kills: int, rng: random.Ran
             extra = rng.uniform(0.0, KILL_EXTRA_S)
             processes, t0, fired = {}, time.time(), None
             while driver.poll() is None and time.time() - t0 < 900:
-                if backend == "ray":  # Optuna starts no process; other jobs' Ray must not be counted
-                    for token in owner_tokens() - before:
+                if backend == "ray":  # Optuna and NNI start no process; only this driver's Ray is counted
+                    for token in driver_tokens(driver.pid):
                         processes.update(family(token, {driver.pid}))
                     listening |= listeners(list(_alive(processes)) + [driver.pid])
                 if fired is None and len(finished_now(backend, out)) >= wait_for:
@@ -166,22 +177,31 @@ def one_sweep(backend: str, index: int, trials: int, kills: int, rng: random.Ran
                     time.sleep(0.5)
                 left = len(_alive(processes))
                 left_after_kills.append(left)
+                left_names = sorted({_name(pid) for pid in _alive(processes)})
                 events.append({"kill_after_s": round(delay, 2), "waited_for_finished": wait_for,
                                "extra_delay_s": round(extra, 2), "finished_at_kill": len(finished),
-                               "ray_processes_seen": len(processes), "left_30s_after_kill": left})
+                               "ray_processes_seen": len(processes), "left_30s_after_kill": left,
+                               "left_names": left_names})
                 attempt += 1
                 continue
+        processes = {}
         if backend == "ray":  # the ports check in the run that finishes too
-            processes = {}
             while driver.poll() is None:
-                for token in owner_tokens() - before:
+                for token in driver_tokens(driver.pid):
                     processes.update(family(token, {driver.pid}))
                 listening |= listeners(list(_alive(processes)) + [driver.pid])
                 time.sleep(0.5)
         driver.wait(timeout=1800)
         err = (folder / f"stderr{attempt}.txt").read_bytes()
-        events.append({"final_rc": driver.returncode, "stderr_tail": err.decode(errors="replace")[-300:]
-                       if driver.returncode else ""})
+        final = {"final_rc": driver.returncode, "stderr_tail": err.decode(errors="replace")[-300:]
+                 if driver.returncode else ""}
+        if backend == "ray":  # the sweep that finished ends its Ray too
+            deadline = time.time() + 30
+            while _alive(processes) and time.time() < deadline:
+                time.sleep(0.5)
+            final.update(ray_processes_seen=len(processes), left_30s_after_end=len(_alive(processes)))
+            left_after_kills.append(final["left_30s_after_end"])
+        events.append(final)
         break
     sweep = json.loads((out / "sweep.json").read_text()) if (out / "sweep.json").exists() else {"trials": []}
     complete = [t for t in sweep["trials"] if t["state"] == "complete"]

@@ -6,7 +6,8 @@ against, and seeds. A filler is either a set of config overrides (``learner: {..
 slot grammar, ``filler: {name: adam, lr: 0.01}``, which is placed at ``learner.<slot>`` of the
 base config. Fillers that replace the whole learner (``learner: {name: maml}`` against
 ``{name: pretrained}``) name their slot among :func:`known_slots` (the filler slots, plus
-``initialization`` and ``embedding``), one or several joined by "and"; an unknown name is an
+``initialization``, ``embedding``, ``learner``, ``model-based learner``), one or several joined
+by "and", optionally with a remark in parentheses; an unknown name is an
 error with did-you-mean, checked before anything runs. A filler's ``kind`` is ``hand-crafted``,
 ``tuned`` (a hand-crafted rule whose hyperparameters are first searched on validation tasks;
 needs a ``tune:`` block) or ``learned``.
@@ -48,9 +49,10 @@ _REGRESSION = {"sinusoid", "quadratic"}
 _FILLER_KEYS = ("kind", "tune", "label", "filler")
 _SLOT_KEY = re.compile(r"^[a-z_][a-z0-9_]*$")
 #: what whole-learner fillers replace besides the filler slots of autometa.slots (MAML's learned
-#: initialization against a pretrained one; a metric learner's embedding)
-LEARNER_SLOTS = ("initialization", "embedding")
+#: initialization against a pretrained one; a metric learner's embedding; the learner itself)
+LEARNER_SLOTS = ("initialization", "embedding", "learner", "model-based learner")
 _SLOT_JOIN = re.compile(r"\s*(?:,|\+|\band\b)\s*")
+_SLOT_REMARK = re.compile(r"\s*\([^()]*\)\s*$")  # "model-based learner (memory)": the remark is free text
 
 # The workers' environment, set before the fork server imports torch (children inherit it).
 WORKER_ENV = {
@@ -111,7 +113,8 @@ def known_slots() -> tuple[str, ...]:
 
 
 def _slot_problems(slot) -> list[str]:
-    """Problems of a comparison's ``slot:``: one known slot, or several joined by 'and' / ',' / '+'.
+    """Problems of a comparison's ``slot:``: one known slot, or several joined by 'and' / ',' / '+',
+    optionally followed by a remark in parentheses.
 
     Example::
 
@@ -124,10 +127,11 @@ def _slot_problems(slot) -> list[str]:
     if not isinstance(slot, str) or not slot.strip():
         return [f"slot must name what the fillers replace: one of {list(known)}, or several joined by 'and'. "
                 f"Got {slot!r}"]
-    unknown = [part for part in _SLOT_JOIN.split(slot.strip()) if part not in known]
+    unknown = [part for part in _SLOT_JOIN.split(_SLOT_REMARK.sub("", slot).strip()) if part not in known]
     return [f"slot {slot!r}{'' if part == slot.strip() else f': {part!r}'} is unknown{did_you_mean(part, known)}. "
             f"A slot names what the fillers replace: one of {list(known)}, or several joined by 'and' (e.g. "
-            f"'initialization and embedding'); put free text in description:" for part in unknown[:1]]
+            f"'initialization and embedding'), optionally with a remark in parentheses; put longer text in "
+            f"description:" for part in unknown[:1]]
 
 
 def _filler_problems(comp: dict, filler) -> list[str]:

@@ -106,8 +106,8 @@ def _fix(layer: nn.Module | None, x: Tensor, torch_says: str) -> str:
     if isinstance(layer, nn.Linear) and arrived and int(arrived.group(1)) != layer.in_features:
         features = int(arrived.group(1))  # what reached the layer (after any flattening)
         return (f"The inputs reach the first layer with {features} features but it takes {layer.in_features}: "
-                f"build it as nn.Linear({features}, {layer.out_features}), or give inputs of "
-                f"{layer.in_features} features.")
+                f"build it as nn.Linear({features}, {layer.out_features}), or give it inputs with that many "
+                f"features.")
     if isinstance(layer, nn.modules.conv._ConvNd) and x.dim() >= 2 and x.shape[1] != layer.in_channels:
         return (f"One example has shape {tuple(x.shape[1:])} (channels first) but the first convolution takes "
                 f"{layer.in_channels} channels: build it with in_channels={x.shape[1]}, or pass inputs of shape "

@@ -276,6 +276,10 @@ def test_a_misspelt_slot_is_one_error_with_did_you_mean_before_any_run(tmp_path,
     bad["comparisons"][0]["slot"] = "initialization and embeding"
     with pytest.raises(ConfigError, match=r"'embeding' is unknown \(did you mean 'embedding'\?\)"):
         load_compare_config(bad)
-    for label in ("initialization", "optimizer", "initialization and embedding", "loss, weighting"):
+    bad["comparisons"][0]["slot"] = "initializaton (a remark)"
+    with pytest.raises(ConfigError, match=r"'initializaton' is unknown \(did you mean 'initialization'\?\)"):
+        load_compare_config(bad)
+    for label in ("initialization", "optimizer", "initialization and embedding", "loss, weighting",
+                  "model-based learner (generated FiLM + head)"):
         bad["comparisons"][0]["slot"] = label
         assert load_compare_config(_copy(bad))["comparisons"][0]["slot"] == label
