@@ -139,3 +139,14 @@ def test_report_renders_a_noisy_label_study_folder_written_before_configs_named_
     assert "final" in (tmp_path / "summary.md").read_text()
     with pytest.raises(ConfigError, match="neither report.json nor a study"):
         autometa.compare.render_report(tmp_path / "nothing")
+
+
+def test_compare_overwrite_replaces_a_study_and_a_changed_config_is_refused_without_it(tmp_path):
+    small = {**TINY, "batches": 2, "seeds": [0], "arms": {k: TINY["arms"][k] for k in ("extrinsic", "gamma_1")}}
+    autometa.compare(small, tmp_path, quiet=True)
+    changed = {**small, "batches": 3}
+    with pytest.raises(ResultsDirError, match="different study config"):
+        autometa.compare(changed, tmp_path, quiet=True)  # compare resumes a study only with the same config
+    out = autometa.compare(changed, tmp_path, quiet=True, overwrite=True)
+    assert len(out["results"]["extrinsic"][0]["returns"]) == 3
+    assert json.loads((tmp_path / "config.json").read_text())["batches"] == 3
