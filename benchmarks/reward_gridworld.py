@@ -9,6 +9,9 @@ and the paired difference to the extrinsic arm. Usage:
 
     OMP_WAIT_POLICY=PASSIVE nice -n 10 python benchmarks/reward_gridworld.py --seeds 10 \\
         --out benchmarks/reward_gridworld.json
+
+The same runs (same seeds, same numbers) go through ``autometa compare experiments/reward_gridworld.yaml``
+(the reward study, :mod:`autometa.compare._reward_study`), which also writes a report.
 """
 
 from __future__ import annotations

@@ -13,4 +13,4 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert command.startswith("AUTOMETA_DATA=../shared/data python -m pytest")
     assert command in ci.splitlines()
     assert "autometa compare" in readme.split("## Quickstart")[1].split("##")[0]
-    assert "pip install -q torch==2.13.0" in ci and "-e '.[test,ray,nni]'" in ci
+    assert "pip install -q torch==2.13.0" in ci and "-e '.[test,ray,nni,rl]'" in ci
