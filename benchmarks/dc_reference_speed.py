@@ -40,7 +40,7 @@ def import_reference(path: str):
         stub.__dict__.update(datasets=None, transforms=None, save_image=None, rotate=None)
         sys.modules.setdefault(name, stub)
     sys.path.insert(0, str(path))
-    import utils as ref_utils  # noqa: E402  (the reference's module)
+    import utils as ref_utils
 
     return ref_utils
 
@@ -67,7 +67,6 @@ def main() -> None:
     train = load_dataset("mnist")
     mean, std = 0.1307, 0.3081
     images_all = (torch.from_numpy(train.x) - mean) / std
-    labels_all = torch.from_numpy(train.y).long()
     num_classes, channel, im_size = 10, 1, (28, 28)
     indices_class = [np.flatnonzero(train.y == c).tolist() for c in range(num_classes)]
 
@@ -124,7 +123,7 @@ def main() -> None:
                 output_real = net(img_real)
                 loss_real = criterion(output_real, lab_real)
                 gw_real = torch.autograd.grad(loss_real, net_parameters)
-                gw_real = list((_.detach().clone() for _ in gw_real))
+                gw_real = list(_.detach().clone() for _ in gw_real)
                 output_syn = net(img_syn)
                 loss_syn = criterion(output_syn, lab_syn)
                 gw_syn = torch.autograd.grad(loss_syn, net_parameters, create_graph=True)
@@ -156,8 +155,8 @@ def main() -> None:
             cpu, wall = time.process_time(), time.perf_counter()
             fn()
             timings[name].append({"cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - wall})
-            print(f"rep {rep} {name:>9}: {timings[name][-1]['cpu_s']:.2f} CPU s, {timings[name][-1]['wall_s']:.2f} s wall",
-                  flush=True)
+            last = timings[name][-1]
+            print(f"rep {rep} {name:>9}: {last['cpu_s']:.2f} CPU s, {last['wall_s']:.2f} s wall", flush=True)
     summary = {name: {k: statistics.median(t[k] for t in ts) for k in ("cpu_s", "wall_s")}
                for name, ts in timings.items()}
     ratio = {k: summary["autometa"][k] / summary["reference"][k] for k in ("cpu_s", "wall_s")}

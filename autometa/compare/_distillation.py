@@ -49,7 +49,7 @@ DEFAULTS: dict = {
     "arms": {},
 }
 ARM_KEYS = {"filler", "evaluation", "sets"}
-EVAL_KEYS = {"epochs", "augment", "test_size", "lr", "batch_size"}
+EVAL_KEYS = {"epochs", "augment", "test_size", "lr", "batch_size", "net"}  # net: ConvNet arguments (smoke tests only)
 # (mean, std) used to normalise the images, as the reference code does
 NORMALISATION = {"mnist": (0.1307, 0.3081), "fashion_mnist": (0.2861, 0.3530)}
 # Published accuracies (%) of ConvNet-3 trained on the set: Zhao et al. 2021 Table 2 (random, herding,
@@ -64,7 +64,8 @@ PUBLISHED = {
     ("mnist", "dsa", 1): 88.7, ("mnist", "dsa", 10): 97.8, ("mnist", "dsa", 50): 99.2,
     ("fashion_mnist", "random_real", 1): 51.4, ("fashion_mnist", "random_real", 10): 73.8,
     ("fashion_mnist", "random_real", 50): 82.5,
-    ("fashion_mnist", "herding", 1): 67.0, ("fashion_mnist", "herding", 10): 71.1, ("fashion_mnist", "herding", 50): 71.9,
+    ("fashion_mnist", "herding", 1): 67.0, ("fashion_mnist", "herding", 10): 71.1,
+    ("fashion_mnist", "herding", 50): 71.9,
     ("fashion_mnist", "k_center", 1): 66.9, ("fashion_mnist", "k_center", 10): 54.7,
     ("fashion_mnist", "k_center", 50): 68.3,
     ("fashion_mnist", "forgetting", 1): 42.0, ("fashion_mnist", "forgetting", 10): 53.9,
@@ -107,8 +108,11 @@ def protocol_for(config: dict, arm: dict, dataset: str) -> tuple[EvalProtocol, i
         augment = strategy_for(dataset)
     elif isinstance(augment, str):
         augment = strategy_for(dataset, augment)
+    net = evaluation.get("net") or {}
+    if not isinstance(net, dict):
+        raise ConfigError(f"evaluation.net must be a mapping of ConvNet arguments (width, depth). Got {net!r}.")
     protocol = EvalProtocol(epochs=evaluation["epochs"], augment=augment, lr=evaluation.get("lr", 0.01),
-                            batch_size=evaluation.get("batch_size", 256))
+                            batch_size=evaluation.get("batch_size", 256), net=tuple(sorted(net.items())))
     return protocol, evaluation.get("test_size")
 
 
@@ -161,12 +165,13 @@ def load_study_config(source) -> dict:
 
 def load_data(config: dict, dataset: str) -> dict:
     """Normalised train/test tensors of ``dataset`` (train: the seeded ``train_size`` subset if set)."""
-    train, test = load_dataset(dataset, train=True), load_dataset(dataset, train=False)
-    if dataset not in NORMALISATION:  # e.g. digits (no fixed test split: a seeded 80/20 split)
-        rng = np.random.default_rng(0)
-        order = rng.permutation(len(train.y))
+    if dataset in NORMALISATION:
+        train, test = load_dataset(dataset, train=True), load_dataset(dataset, train=False)
+    else:  # digits: no fixed test split, so a seeded 80/20 split
+        full = load_dataset(dataset)
+        order = np.random.default_rng(0).permutation(len(full.y))
         cut = int(0.8 * len(order))
-        train, test = train.subset(np.sort(order[:cut])), train.subset(np.sort(order[cut:]))
+        train, test = full.subset(np.sort(order[:cut])), full.subset(np.sort(order[cut:]))
     mean, std = NORMALISATION.get(dataset, (float(train.x.mean()), float(train.x.std())))
     x = torch.from_numpy(np.ascontiguousarray(train.x, dtype=np.float32))
     y = torch.from_numpy(train.y.astype(np.int64))

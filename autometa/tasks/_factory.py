@@ -164,7 +164,8 @@ def make_tasks(spec: dict, split: str) -> TaskDistribution:
     if name == "supervised":
         dataset = spec.pop("dataset", "digits")
         if dataset not in IMAGE_FAMILIES and not str(dataset).endswith(".npz"):  # or a saved (e.g. distilled) set
-            raise ConfigError(f"tasks.dataset of the supervised family must be an .npz path or one of {', '.join(IMAGE_FAMILIES)}"
+            raise ConfigError(f"tasks.dataset of the supervised family must be an .npz path or one of "
+                              f"{', '.join(IMAGE_FAMILIES)}"
                               f"{did_you_mean(str(dataset), IMAGE_FAMILIES)}. Got {dataset!r}.")
         data = _dataset(dataset, spec.pop("root", None), spec.pop("image_size", None))
         return supervised_tasks(data, split, **spec)

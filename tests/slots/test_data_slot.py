@@ -121,7 +121,7 @@ def test_gradient_match_distance_equals_a_per_channel_loop_in_float64():
     scaled = [r.clone() for r in real]
     scaled[0][1] *= 7.0
     assert gradient_match_distance(syn, scaled).item() == pytest.approx(ours, rel=1e-8)
-    whole = lambda a, b: 1 - (a * b).sum() / (a.norm() * b.norm())  # noqa: E731
+    whole = lambda a, b: 1 - (a * b).sum() / (a.norm() * b.norm())
     assert whole(syn[0], scaled[0]).item() != pytest.approx(whole(syn[0], real[0]).item(), rel=1e-3)
     assert gradient_match_distance(real, real).item() == pytest.approx(0.0, abs=1e-4)
 

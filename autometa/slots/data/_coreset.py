@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from autometa.errors import ConfigError
-from autometa.slots.data._base import DataFiller, check_int, check_positive, check_training_set, per_class_labels
+from autometa.slots.data._base import DataFiller, check_int, check_training_set, per_class_labels
 from autometa.slots.data._convnet import build_convnet
 
 

@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -137,7 +136,8 @@ class DC(_Distiller):
         lr_images: SGD (momentum 0.5) step on the images (published 0.1).
         lr_net: SGD step of the network trained on the synthetic set (published 0.01).
         batch_real: real images per class per matching step (published 256).
-        init: ``"real"`` (random real images) or ``"noise"`` (Gaussian).
+        init: ``"real"`` (random real images; the default here, because it converges in far fewer
+            iterations) or ``"noise"`` (Gaussian; the reference code's default for DC and DSA).
         augment: a DSA strategy applied to both batches with one shared draw (None for DC).
         net: ConvNet arguments (default ConvNet-3, width 128, instance norm, average pooling).
 

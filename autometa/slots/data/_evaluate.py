@@ -92,7 +92,8 @@ def evaluate_support(x: Tensor, y: Tensor, x_test: Tensor, y_test: Tensor, proto
         result = evaluate_support(x_syn, y_syn, x_test, y_test, EvalProtocol(epochs=300), seeds=range(5))
     """
     if len(x) != len(y) or len(x) == 0:
-        raise ConfigError(f"The support set needs as many labels as images (> 0). Got {len(x)} images, {len(y)} labels.")
+        raise ConfigError(f"The support set needs as many labels as images (> 0). Got {len(x)} images, "
+                          f"{len(y)} labels.")
     classes = int(max(int(y.max()), int(y_test.max())) + 1) if classes is None else classes
     start = time.process_time()
     accuracies = [accuracy(train_on_support(x, y, classes, protocol, int(s)), x_test, y_test) for s in seeds]

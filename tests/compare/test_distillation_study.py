@@ -1,0 +1,50 @@
+"""The data-slot study through `autometa compare` (smoke tier) and its config validation."""
+
+import json
+
+import pytest
+
+from autometa.compare import compare
+from autometa.compare._distillation import PUBLISHED, is_study_config, load_study_config
+from autometa.data import load_dataset
+from autometa.errors import ConfigError
+
+SMOKE = "experiments/distill_smoke.yaml"
+
+
+def test_smoke_study_runs_every_filler_through_compare(tmp_path):
+    result = compare(SMOKE, tmp_path / "out", quiet=True)
+    summary = result["summary"]
+    assert {s["arm"] for s in summary.values()} == {"random_real", "herding", "k_center", "forgetting", "dd", "dc",
+                                                    "dsa", "dm", "mtt"}
+    for s in summary.values():
+        assert s["n"] == 2 and 0.0 <= s["mean"] <= 100.0 and s["fit_cpu_s_per_set"] >= 0.0
+    assert summary["digits|1|random_real"]["mean"] > 20.0  # 10 classes: well above chance after 30 epochs
+    out = tmp_path / "out"
+    saved = load_dataset(str(out / "sets" / "digits_ipc1_dm_set0.npz"))
+    assert saved.x.shape == (10, 1, 8, 8) and sorted(saved.y.tolist()) == list(range(10))
+    assert (out / "sets" / "digits_ipc1_dm_set0.png").stat().st_size > 0
+    assert "| digits | 1 | dc |" in (out / "summary.md").read_text()
+    runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert len(runs) == 9
+    # resumed: nothing is run again, the same numbers come back
+    again = compare(SMOKE, tmp_path / "out", quiet=True)
+    assert again["summary"] == summary
+
+
+def test_study_config_errors_are_reported_together():
+    assert is_study_config(SMOKE)
+    bad = {"study": "distillation", "datasets": ["cifar"], "ipc": [0], "eval_nets": 0, "epochz": 3,
+           "arms": {"a": {"filler": {"name": "dc", "iterashuns": 2}}, "b": {"evaluation": {}}}}
+    with pytest.raises(ConfigError) as info:
+        load_study_config(bad)
+    message = str(info.value)
+    for fragment in ("datasets must be", "ipc must be", "eval_nets must be", "unknown key 'epochz'",
+                     "arm 'a'", "iterashuns", "arm 'b' must be a mapping with a `filler`", "reference must name"):
+        assert fragment in message
+
+
+def test_published_numbers_are_those_of_the_issue():
+    assert PUBLISHED[("mnist", "dc", 1)] == 91.7 and PUBLISHED[("mnist", "dc", 10)] == 97.4
+    assert PUBLISHED[("fashion_mnist", "dc", 1)] == 70.5 and PUBLISHED[("fashion_mnist", "dc", 10)] == 82.3
+    assert PUBLISHED[("mnist", "random_real", 1)] == 64.9 and PUBLISHED[("fashion_mnist", "random_real", 1)] == 51.4
