@@ -58,12 +58,16 @@ def make_impl(name: str, model, first_order: bool, inner_steps: int):
     if name.startswith("autometa"):
         batching = "loop" if name == "autometa-loop" else "vmap"
         budget = 1.0 if name == "autometa-vmap-unbounded" else None  # 1.0: all free memory; None: a quarter
+        chunk = int(name.rsplit("chunk", 1)[1]) if "-chunk" in name else None  # autometa-vmap-chunk8
         learner = MAML(model, inner_lr=INNER_LR, inner_steps=inner_steps, first_order=first_order,
                        batching=batching, memory_budget=budget)
         learner.precision = "torch"  # the precision in force is the benchmark's (set around the steps)
 
         def step(batch):
             learner.meta_backward(TaskBatch(*batch))
+            if chunk is not None:  # from the next step on, a budget of exactly `chunk` measured tasks
+                for plan in learner._plans.values():
+                    plan.budget = chunk * plan.task_bytes
         step.learner = learner
         return step
 
@@ -249,11 +253,14 @@ def run_config(args, impls, ways, inner_steps, order, results) -> None:
                       torch.float64)
     rows = {}
     for impl in impls:
+        if args.chunk_curve is not None and impl != impls[0] and impl != "autometa-loop":
+            rows[impl] = {"grad_rel_err_vs_float64": rows[impls[0]]["grad_rel_err_vs_float64"], "reps": []}
+            continue  # the chunks change only the summation order: one check stands for all
         grads = check_grads(impl, init, ways, args.hidden, check, first_order, inner_steps, device, args.precision)
         rows[impl] = {"grad_rel_err_vs_float64": rel_diff(grads, ref), "reps": []}
     precision_table = {}
     for impl in ("autometa-loop", "autometa-vmap", "plain"):
-        if impl in impls:
+        if impl in impls and args.chunk_curve is None:
             precision_table[impl] = {
                 policy: rel_diff(check_grads(impl, init, ways, args.hidden, check, first_order, inner_steps, device,
                                              policy), ref)
@@ -321,6 +328,8 @@ def main() -> None:
     parser.add_argument("--check-tasks", type=int, default=4)
     parser.add_argument("--precision", default="fp32", help="policy of the timed steps: fp32 (TF32 off), tf32, "
                                                            "bf16, torch")
+    parser.add_argument("--chunk-curve", type=int, nargs="*", default=None, metavar="CHUNK",
+                        help="instead of the peers: autometa's vmap with these chunk sizes (speed/memory curve)")
     parser.add_argument("--tiny", action="store_true", help="a dry run: width 8, meta-batch 4, 1 rep, 1 step, "
                                                             "5-way 1 step only")
     parser.add_argument("--json")
@@ -328,6 +337,9 @@ def main() -> None:
     if args.tiny:
         args.hidden, args.meta_batch, args.reps, args.steps, args.check_tasks = 8, 4, 1, 1, 2
         args.configs = ["5:1"]
+    if args.chunk_curve is not None:
+        args.impls = [f"autometa-vmap-chunk{c}" for c in (args.chunk_curve or [1, 2, 4, 8, 16, 32])
+                      if c <= args.meta_batch] + ["autometa-loop"]
     impls, missing = available(args.impls)
     device = torch.device(args.device)
     results = {"machine": {"device": str(device), "device_name": torch.cuda.get_device_name(device)

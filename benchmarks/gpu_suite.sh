@@ -9,7 +9,7 @@
 #   2. the device call:  run(command="bash benchmarks/gpu_suite.sh --bundle .gpu_bundle",
 #                            carry=[".gpu_bundle"], timeout_s=600)
 #      The results come back from $OUT (at most 8 files): env.json, gpu_tests.log, peers.json,
-#      peers.log, curves.json, curves.png, suite.log.
+#      peers_5steps.json, chunks.json, curves.json, curves.png, suite.log (the full peers log stays in /tmp/gpu_peers.log).
 # A dry run on a CPU (no peers, tiny sizes, a minute or few): bash benchmarks/gpu_suite.sh --device cpu --tiny
 #
 # Stages (each bounded by `timeout`, so that one overrun leaves the others' results):
@@ -36,6 +36,7 @@ while [[ $# -gt 0 ]]; do
     *) echo "unknown option $1 (see the header of $0)"; exit 2;;
   esac
 done
+[[ -d "$bundle" ]] && bundle=$(cd "$bundle" && pwd)
 out=${OUT:-/tmp/gpu_results}
 mkdir -p "$out"
 py=${PYTHON:-python3}
@@ -69,8 +70,8 @@ if has peers && [[ -d "$bundle/wheels" ]]; then
   "$py" -m pip install -q --no-index --no-deps --target "$build" "$bundle"/wheels/[Cc]ython*.whl 2>&1 | tail -3 | tee -a "$log"
   work=$(mktemp -d); tar xzf "$bundle"/sdist/learn2learn-0.2.0.tar.gz -C "$work"
   ( cd "$work"/learn2learn-0.2.0 && find learn2learn -name '*.c' -delete \
-    && PYTHONPATH="$OLDPWD/$build" timeout 300 "$py" setup.py -q build_ext -j 8 > build.log 2>&1 \
-    && PYTHONPATH="$OLDPWD/$build" "$py" -m pip install -q --no-index --no-deps --no-build-isolation --target "$OLDPWD/$site" . >> build.log 2>&1 \
+    && PYTHONPATH="$build" timeout 300 "$py" setup.py -q build_ext -j 8 > build.log 2>&1 \
+    && PYTHONPATH="$build" "$py" -m pip install -q --no-index --no-deps --no-build-isolation --target "$site" . >> build.log 2>&1 \
     || { echo "learn2learn build failed:"; tail -20 build.log; } ) 2>&1 | tee -a "$log"
   "$py" -c 'import importlib
 for m in ("learn2learn", "higher", "torchopt"):
@@ -88,10 +89,13 @@ fi
 if has bench; then
   say "bench: gpu_peers.py"
   if [[ -n "$tiny" ]]; then bench=(--tiny); else bench=(--configs 5:1 20:1 --orders second first); fi
-  timeout 240 "$py" benchmarks/gpu_peers.py --device "$device" "${bench[@]}" --json "$out/peers.json" 2>&1 | tee "$out/peers.log" | tail -40 | tee -a "$log"
+  timeout 240 "$py" benchmarks/gpu_peers.py --device "$device" "${bench[@]}" --json "$out/peers.json" 2>&1 | tee /tmp/gpu_peers.log | tail -60 | tee -a "$log"
   if [[ -z "$tiny" ]]; then  # five inner steps: second order only (the slowest loops)
-    timeout 150 "$py" benchmarks/gpu_peers.py --device "$device" --configs 5:5 --orders second --json "$out/peers_5steps.json" 2>&1 | tee -a "$out/peers.log" | tail -14 | tee -a "$log"
+    timeout 150 "$py" benchmarks/gpu_peers.py --device "$device" --configs 5:5 --orders second --json "$out/peers_5steps.json" 2>&1 | tee -a /tmp/gpu_peers.log | tail -16 | tee -a "$log"
   fi
+  say "bench: vmap chunk size against speed and memory (20-way, 1 step, second order)"
+  if [[ -n "$tiny" ]]; then curve=(--tiny --chunk-curve 1 2 4); else curve=(--configs 20:1 --orders second --reps 2 --chunk-curve 1 2 4 8 16 32); fi
+  timeout 90 "$py" benchmarks/gpu_peers.py --device "$device" "${curve[@]}" --json "$out/chunks.json" 2>&1 | tee -a /tmp/gpu_peers.log | tail -14 | tee -a "$log"
 fi
 
 if has curves; then
