@@ -51,8 +51,8 @@ def run_one(name: str, budget: float, args) -> dict:
     cmd = [sys.executable, "-m", "autometa.cli", "run", str(ROOT / "experiments" / config), "--out", str(out),
            "--overwrite"] + [a for o in overrides for a in ("--set", o)]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
-                          env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])))
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=path))
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         print(f"{name}: failed ({proc.returncode}): {proc.stderr[-1500:]}", flush=True)

@@ -41,10 +41,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from autometa.hypergrad import precision, precision_state  # noqa: E402
-from autometa.learners import MAML  # noqa: E402
-from autometa.nets import Conv4  # noqa: E402
-from autometa.tasks import TaskBatch  # noqa: E402
+from autometa.hypergrad import precision, precision_state
+from autometa.learners import MAML
+from autometa.nets import Conv4
+from autometa.tasks import TaskBatch
 
 PEERS = ("plain", "learn2learn", "higher", "torchopt")
 AUTOMETA = ("autometa-loop", "autometa-vmap", "autometa-vmap-unbounded")
@@ -159,7 +159,7 @@ def available(names) -> tuple[list[str], dict[str, str]]:
         if library:
             try:
                 __import__(library)
-            except Exception as exc:  # noqa: BLE001 - any import failure leaves the peer out, said in the JSON
+            except Exception as exc:
                 missing[name] = f"{type(exc).__name__}: {str(exc)[:200]}"
                 continue
         keep.append(name)
@@ -186,7 +186,7 @@ def task_batches(ways: int, meta_batch: int, count: int, hidden_image: int, devi
         tasks = make_tasks({"name": "omniglot", "ways": ways, "shots": 1, "queries": 15}, "train")
         batches = [tasks.sample(meta_batch, gen).tensors for _ in range(count)]
         source = "omniglot (vinyals train split)"
-    except Exception:  # noqa: BLE001 - no data here: random images of the same shape
+    except Exception:
         batches = []
         for _ in range(count):
             sx = torch.rand(meta_batch, ways, 1, hidden_image, hidden_image, generator=gen)

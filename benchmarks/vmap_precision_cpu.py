@@ -16,9 +16,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from autometa.learners import MAML  # noqa: E402
-from autometa.nets import Conv4  # noqa: E402
-from autometa.tasks import TaskBatch, make_tasks  # noqa: E402
+from autometa.learners import MAML
+from autometa.nets import Conv4
+from autometa.tasks import TaskBatch, make_tasks
 
 
 def meta_grad(batch, mode, dtype, steps):
