@@ -12,7 +12,8 @@ configuration (ways x inner steps x order):
 - the meta-gradient of one step on ``--check-tasks`` tasks from the shared initial weights against
   the plain loop run in float64 (max |a - b| / max |b| over all parameters together), under the
   precision the timing used, and, for autometa's loop and vmap, under each precision policy
-  (fp32 = TF32 off, tf32, bf16 autocast, torch's defaults): the precision table of issue 15.
+  (fp32 = TF32 off, tf32, bf16 autocast, torch's defaults) and in float64 (where any error is a wrong
+  kernel, not rounding): the precision table of issue 15.
 
 Conv4 (64 filters, batch norm with batch statistics), 1-shot, 15 queries per class, meta-batch 32,
 inner lr 0.4, Adam 1e-3 outer step; real Omniglot tasks when ``$AUTOMETA_DATA`` holds omniglot.npz,
@@ -265,6 +266,10 @@ def run_config(args, impls, ways, inner_steps, order, results) -> None:
                 policy: rel_diff(check_grads(impl, init, ways, args.hidden, check, first_order, inner_steps, device,
                                              policy), ref)
                 for policy in ("fp32", "tf32", "bf16", "torch")}
+            # float64 through the same kernels: an error here is a wrong result, not rounding (TF32 or not)
+            precision_table[impl]["float64"] = rel_diff(
+                check_grads(impl, init64, ways, args.hidden, check, first_order, inner_steps, device, "fp32",
+                            torch.float64), ref)
     for rep in range(args.reps):
         shift = rep % len(impls)
         for impl in impls[shift:] + impls[:shift]:
@@ -277,7 +282,7 @@ def run_config(args, impls, ways, inner_steps, order, results) -> None:
             rows[impl]["reps"].append(res)
             shown = "error" if "error" in res else f"{res['step_s']:.4f} s/step peak {res['peak_mib']} MiB"
             print(f"  {ways}-way {inner_steps} step(s) {order} rep {rep} {impl:24s} {shown}", flush=True)
-    for impl, row in rows.items():
+    for row in rows.values():
         good = [r for r in row["reps"] if "error" not in r]
         if good:
             row["s_per_step"] = statistics.median(r["step_s"] for r in good)
