@@ -62,7 +62,7 @@ def make_impl(name: str, model, first_order: bool, inner_steps: int):
         chunk = int(name.rsplit("chunk", 1)[1]) if "-chunk" in name else None  # autometa-vmap-chunk8
         learner = MAML(model, inner_lr=INNER_LR, inner_steps=inner_steps, first_order=first_order,
                        batching=batching, memory_budget=budget)
-        learner.precision = "torch"  # the precision in force is the benchmark's (set around the steps)
+        learner.precision_policy = "torch"  # the precision in force is the benchmark's (set around the steps)
 
         def step(batch):
             learner.meta_backward(TaskBatch(*batch))

@@ -121,7 +121,7 @@ def _small_model_threads(model: nn.Module, batch):
 
 def prepared(method):
     """Wrap a learner's ``meta_backward`` / ``evaluate``: check the batch, protect the buffers, apply
-    the learner's precision policy (``learner.precision``, see :func:`autometa.hypergrad.precision`).
+    the learner's precision policy (``learner.precision_policy``, see :func:`autometa.hypergrad.precision`).
 
     Calls nested in one another (a subclass calling ``super().meta_backward``) check once.
     """
@@ -139,7 +139,7 @@ def prepared(method):
         try:
             model = getattr(self, "model", self)
             with no_buffer_updates(model), _small_model_threads(model, batch), \
-                    precision(getattr(self, "precision", "torch"), batch.support_x.device):
+                    precision(getattr(self, "precision_policy", "torch"), batch.support_x.device):
                 return method(self, batch, *args, **kwargs)
         finally:
             self.__dict__["_autometa_in_call"] = False
