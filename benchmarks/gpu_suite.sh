@@ -104,4 +104,20 @@ if has curves; then
   timeout 420 "$py" benchmarks/gpu_curves.py --device "$device" --out "$runs" --scale "$scale" $tiny 2>&1 | tee -a "$log"
   cp "$runs"/curves.json "$runs"/curves.png "$out"/ 2>/dev/null
 fi
+if [[ -f "$out/peers.json" && -f "$out/curves.json" ]]; then
+  say "summary: the run loop's MAML tasks/s against the bare meta-step's (issue 15 wants >= 90%)"
+  "$py" - "$out/peers.json" "$out/curves.json" <<'EOF' 2>&1 | tee -a "$log"
+import json, sys
+peers, curves = (json.load(open(p)) for p in sys.argv[1:3])
+bare = next((r["rows"]["autometa-vmap"].get("tasks_per_s") for r in peers["runs"]
+             if r["ways"] == 5 and r["inner_steps"] == 1 and r["order"] == "second"
+             and "autometa-vmap" in r["rows"]), None)
+loop = curves.get("maml", {}).get("run_loop_tasks_per_s")
+if bare and loop:
+    print(f"bare meta-step {bare:.1f} tasks/s, run loop {loop:.1f} tasks/s: {100 * loop / bare:.0f}% "
+          f"(meta-batch {peers['config']['meta_batch']} in the bench; the run uses its config's)")
+else:
+    print("not available:", {"bare": bare, "run loop": loop})
+EOF
+fi
 say "done in $((SECONDS - t0)) s"
