@@ -483,7 +483,7 @@ def run_experiment(config: dict | str | None, out_dir: str | os.PathLike | None 
     if run["distributed"]:  # data-parallel over the tasks of each meta-batch (torchrun)
         _, world, device = init_distributed(device)
     learner = exp.learner.to(device)
-    learner.memory_budget, learner.precision = run["memory_budget"], run["precision"]
+    learner.memory_budget, learner.precision_policy = run["memory_budget"], run["precision"]
     train_tasks = _device_tasks(exp.train, device) if run["device_tasks"] else exp.train
     trainable = [p for p in learner.parameters() if p.requires_grad]
     total_steps = outer["steps"] if trainable else 0  # a rule with nothing to learn is only tested

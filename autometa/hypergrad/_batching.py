@@ -218,12 +218,22 @@ def memory_budget(device: torch.device | str, budget: float | int | None = None)
     return int(free_memory(device) * (0.25 if budget is None else budget))
 
 
+#: set by the Ray backend in a trial given a fraction of a GPU (``resources: {gpu: 0.25}``)
+GPU_SHARE_VARIABLE = "AUTOMETA_GPU_SHARE"
+
+
 def free_memory(device: torch.device | str) -> int:
-    """Bytes free for tensors on ``device`` (see :func:`memory_budget`)."""
+    """Bytes free for tensors on ``device`` (see :func:`memory_budget`).
+
+    On CUDA, in a process given a fraction of the GPU (``$AUTOMETA_GPU_SHARE``, set by the Ray backend
+    for trials with ``gpu: 0.25``), at most that fraction of the device's memory: the trials sharing
+    the GPU start at different times, and the first must not take what the others will need.
+    """
     device = torch.device(device)
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+        free, total = torch.cuda.mem_get_info(device)
+        free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return shared_free(int(free), int(total), os.environ.get(GPU_SHARE_VARIABLE))
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -232,6 +242,17 @@ def free_memory(device: torch.device | str) -> int:
     except OSError:
         pass
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def shared_free(free: int, total: int, share: str | float | None) -> int:
+    """``free``, capped at ``share`` of ``total`` when a valid fraction in (0, 1) is given."""
+    try:
+        fraction = float(share) if share is not None else 1.0
+    except ValueError:
+        fraction = 1.0
+    if 0.0 < fraction < 1.0:
+        return min(free, int(fraction * total))
+    return free
 
 
 def _probe(task_fn, shared, tasks, backward: bool, plan: ChunkPlan) -> None:

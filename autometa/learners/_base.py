@@ -115,7 +115,7 @@ class Learner(nn.Module, abc.ABC):
     memory_budget: float | int | None = None
     #: the precision policy of meta_backward / evaluate (:func:`autometa.hypergrad.precision`): "torch"
     #: leaves torch's settings alone; ``autometa run`` sets its ``run.precision`` (default "fp32", exact)
-    precision: str = "torch"
+    precision_policy: str = "torch"
 
     def __init__(self, model: nn.Module, task: str = "classification", batching: str = "auto",
                  memory_budget: float | int | None = None):

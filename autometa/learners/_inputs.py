@@ -193,7 +193,7 @@ def _small_model_threads(model: nn.Module, batch):
 
 def prepared(method):
     """Wrap a learner's ``meta_backward`` / ``evaluate``: check the batch, protect the buffers, apply
-    the learner's precision policy (``learner.precision``, see :func:`autometa.hypergrad.precision`).
+    the learner's precision policy (``learner.precision_policy``, see :func:`autometa.hypergrad.precision`).
 
     Calls nested in one another (a subclass calling ``super().meta_backward``) check once.
     """
@@ -211,7 +211,7 @@ def prepared(method):
         try:
             model = getattr(self, "model", self)
             with no_buffer_updates(model), _small_model_threads(model, batch), \
-                    precision(getattr(self, "precision", "torch"), batch.support_x.device):
+                    precision(getattr(self, "precision_policy", "torch"), batch.support_x.device):
                 return method(self, batch, *args, **kwargs)
         except (RuntimeError, IndexError) as exc:  # torch's raw shape/dtype error, when the inputs do not fit
             explained = explain_model_error(self, batch, exc)

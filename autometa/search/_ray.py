@@ -148,6 +148,13 @@ class _Trainable:
         self.numbering = numbering
 
     def __call__(self, config: dict) -> None:
+        from autometa.hypergrad._batching import GPU_SHARE_VARIABLE
+
+        gpus = ray.get_runtime_context().get_assigned_resources().get("GPU")
+        if gpus:  # the trial's vmap memory budget is taken from its share of the GPU (autometa.hypergrad)
+            os.environ[GPU_SHARE_VARIABLE] = str(gpus)
+        else:
+            os.environ.pop(GPU_SHARE_VARIABLE, None)  # workers are reused between trials
         space = parse_space(self.space)
         tag = _tag_in_trial()
         params = self.numbering.params(tag, config, space)

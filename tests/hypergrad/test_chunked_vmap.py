@@ -108,6 +108,13 @@ def test_small_budget_runs_one_task_at_a_time_and_warns(caplog):
     assert ChunkPlan(budget=10**9, task_bytes=100).chunk_size(32) == 32
 
 
+def test_a_trials_gpu_share_caps_its_free_memory():
+    from autometa.hypergrad._batching import shared_free
+
+    assert shared_free(80, 100, "0.25") == 25 and shared_free(10, 100, "0.25") == 10
+    assert shared_free(80, 100, None) == 80 and shared_free(80, 100, "1") == 80 and shared_free(80, 100, "x") == 80
+
+
 def test_memory_budget_default_fraction_and_bytes():
     free = memory_budget("cpu", 1.0)
     assert free > 0

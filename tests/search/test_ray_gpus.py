@@ -23,6 +23,7 @@ def test_fractional_gpu_trials_share_the_declared_gpu(local_ray, tmp_path):
 
         trial.set_user_attr("gpu", ray.get_runtime_context().get_assigned_resources().get("GPU"))
         trial.set_user_attr("visible", os.environ.get("CUDA_VISIBLE_DEVICES"))
+        trial.set_user_attr("share", os.environ.get("AUTOMETA_GPU_SHARE"))  # caps the trial's vmap budget
         trial.set_user_attr("start", time.time())
         time.sleep(1.0)
         trial.set_user_attr("end", time.time())
@@ -32,7 +33,8 @@ def test_fractional_gpu_trials_share_the_declared_gpu(local_ray, tmp_path):
     trials = result.trials
     assert [t.state for t in trials] == ["complete"] * 4
     assert result.info["resources"] == {"cpu": 0.25, "gpu": 0.5}
-    assert all(t.user_attrs["gpu"] == 0.5 and t.user_attrs["visible"] == "0" for t in trials)
+    assert all(t.user_attrs["gpu"] == 0.5 and t.user_attrs["visible"] == "0" and t.user_attrs["share"] == "0.5"
+               for t in trials)
     # never more than two half-GPU trials at once on the one GPU (Ray would otherwise run all four: 2 CPUs)
     events = sorted([(t.user_attrs["start"], 1) for t in trials] + [(t.user_attrs["end"], -1) for t in trials])
     running, most = 0, 0
