@@ -224,6 +224,27 @@ def test_film_identity_is_the_plain_backbone_and_untrained_cnaps_is_the_no_film_
     torch.testing.assert_close(learner.evaluate(batch), no_film.evaluate(batch))  # FiLM outputs start at identity
 
 
+def naive_film_forward(model, x, gammas, betas):
+    """CNAPs's placement, with the network's own modules: conv, batch norm, FiLM, ReLU, max-pool."""
+    blocks = [m for m in model.features if isinstance(m, torch.nn.Sequential)]
+    for block, gamma, beta in zip(blocks, gammas, betas):
+        x = block[1](block[0](x))
+        x = torch.relu(x * gamma.view(1, -1, 1, 1) + beta.view(1, -1, 1, 1))
+        x = block[3](x)
+    return x.flatten(1)
+
+
+def test_film_sits_between_batch_norm_and_relu():
+    learner = make_cnaps()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 1, 16, 16, generator=g)
+    gammas = [1 + 0.5 * torch.randn(8, generator=g) for _ in range(4)]
+    betas = [torch.randn(8, generator=g) for _ in range(4)]
+    params = dict(learner.model.named_parameters())
+    torch.testing.assert_close(film_conv4_forward(learner.model, params, x, gammas, betas),
+                               naive_film_forward(learner.model, x, gammas, betas))
+
+
 def test_no_film_euclidean_head_is_protonet_on_the_same_weights():
     cnaps = make_cnaps(film=False, head="euclidean", freeze_backbone=False)
     proto = ProtoNet(cnaps.model)
@@ -275,13 +296,15 @@ def test_gradient_preprocessing_and_contrastive_loss_match_naive_formulas():
     p = 10.0
     want = [(np.log(abs(v)) / p, np.sign(v)) if abs(v) >= np.exp(-p) else (-1.0, np.exp(p) * v) for v in grad.tolist()]
     np.testing.assert_allclose(preprocess_gradient(grad).numpy(), np.array(want), rtol=1e-12)
-    reps = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    reps = 0.4 * torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     labels = torch.tensor([0, 1, 0, 2, 1])
-    terms = []
+    terms, inside = [], 0
     for i in range(5):
         for j in range(i + 1, 5):
             d = float(np.linalg.norm(reps[i] - reps[j]))
             terms.append(d ** 2 if labels[i] == labels[j] else max(0.0, 1.0 - d) ** 2)
+            inside += bool(labels[i] != labels[j] and d < 1.0)
+    assert inside >= 3  # pairs of different classes inside the margin, where the hinge matters
     assert contrastive_loss(reps, labels).item() == pytest.approx(np.mean(terms), rel=1e-9)
 
 
