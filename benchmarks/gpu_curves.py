@@ -127,7 +127,7 @@ def main() -> None:
             later = [k for k in args.learners[i + 1:] if k in PRIORITY]
             room = args.total_s - (time.perf_counter() - start) - OVERHEAD_S - (OVERHEAD_S + 20) * len(later)
             budget = min(budget, room)
-            if budget < 10:
+            if budget < min(10, budgets[name]):
                 summaries[name] = {"skipped": f"no time left ({room:.0f} s of meta-training)"}
                 print(f"{name}: skipped, no time left", flush=True)
                 continue

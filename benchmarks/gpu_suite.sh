@@ -25,12 +25,13 @@
 #           shrunk to fit the time left)
 #                                                                                    -> curves.json/.png
 # Options: --device cuda|cpu  --tiny  --bundle DIR  --scale X  --stages "env peers tests bench curves"
+#          --learners "maml protonet" (the curves' learners, in order)
 # Time: the stages share SUITE_SECONDS (default 540): each gets at most its cap and never more than what
 # is left less a reserve for the stages after it (the curves keep at least 150 s); the curves run MAML
-# and ProtoNet first and the others while time is left (--scale 8 --stages curves SUITE_SECONDS=590:
-# a second call with the ten-minute-class runs of the done-when, as far as one call allows).
+# and ProtoNet first and the others while time is left. A ten-minute-class run of the done-when is a call
+# of its own: SUITE_SECONDS=590 bash benchmarks/gpu_suite.sh --stages curves --learners maml --scale 7
 set -uo pipefail
-device=cuda; tiny=""; bundle=.gpu_bundle; scale=1; stages="env peers tests bench curves"
+device=cuda; tiny=""; bundle=.gpu_bundle; scale=1; stages="env peers tests bench curves"; learners=""
 while [[ $# -gt 0 ]]; do
   case $1 in
     --device) device=$2; shift 2;;
@@ -38,6 +39,7 @@ while [[ $# -gt 0 ]]; do
     --bundle) bundle=$2; shift 2;;
     --scale) scale=$2; shift 2;;
     --stages) stages=$2; shift 2;;
+    --learners) learners=$2; shift 2;;
     *) echo "unknown option $1 (see the header of $0)"; exit 2;;
   esac
 done
@@ -111,7 +113,7 @@ if has curves; then
   runs=$(mktemp -d)  # the runs' directories stay behind: only 8 files come back from a device call
   budget=$(left 3000 5)  # what is left of the suite's time
   timeout "$budget" "$py" benchmarks/gpu_curves.py --device "$device" --out "$runs" --scale "$scale" \
-    --total-s $((budget - 10)) $tiny 2>&1 | tee -a "$log"
+    --total-s $((budget - 10)) ${learners:+--learners $learners} $tiny 2>&1 | tee -a "$log"
   cp "$runs"/curves.json "$runs"/curves.png "$out"/ 2>/dev/null
 fi
 if [[ -f "$out/peers.json" && -f "$out/curves.json" ]]; then
