@@ -35,6 +35,8 @@ LEARNERS = {
     "siamese": ("siamese_omniglot_5w1s.yaml", 20, 500),
     "graphnet": ("graphnet_omniglot_5w1s.yaml", 20, 250),
 }
+PRIORITY = ("maml", "protonet")
+OVERHEAD_S = 30  # a run's start-up, data loading, validation passes and 600 test tasks on a GPU (a guess)
 TINY = ["model.hidden=8", "run.val_tasks=10", "run.test_tasks=20", "run.eval_batch=10", "outer.meta_batch=2"]
 
 
@@ -107,6 +109,9 @@ def main() -> None:
                         help="meta-training seconds per learner (defaults: " +
                              ", ".join(f"{k} {v[1]}" for k, v in LEARNERS.items()) + ")")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every budget (e.g. 8 for 10-minute runs)")
+    parser.add_argument("--total-s", type=float, help="fit the runs (start-up and testing included, 30 s each) into "
+                                                       "this many seconds: MAML and ProtoNet keep room, later "
+                                                       "learners are skipped when none is left")
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--tiny", action="store_true", help="a dry run: width 8, 20 test tasks, 6 s budgets")
     args = parser.parse_args()
@@ -115,9 +120,18 @@ def main() -> None:
     if args.tiny:
         budgets = {k: 6.0 for k in budgets}
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    summaries = {}
-    for name in args.learners:
-        summaries[name] = run_one(name, budgets[name], args)
+    summaries, start = {}, time.perf_counter()
+    for i, name in enumerate(args.learners):
+        budget = budgets[name]
+        if args.total_s:  # MAML and ProtoNet (first) keep room for each other; the rest run while time is left
+            later = [k for k in args.learners[i + 1:] if k in PRIORITY]
+            room = args.total_s - (time.perf_counter() - start) - OVERHEAD_S - (OVERHEAD_S + 20) * len(later)
+            budget = min(budget, room)
+            if budget < min(10, budgets[name]):
+                summaries[name] = {"skipped": f"no time left ({room:.0f} s of meta-training)"}
+                print(f"{name}: skipped, no time left", flush=True)
+                continue
+        summaries[name] = run_one(name, round(budget, 1), args)
         (Path(args.out) / "curves.json").write_text(json.dumps(summaries, indent=1))
     device_name = next((s.get("device_name") for s in summaries.values() if s.get("device_name")), None) or args.device
     plot(summaries, Path(args.out) / "curves.png", device_name)
