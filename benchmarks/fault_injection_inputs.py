@@ -722,8 +722,9 @@ def main() -> None:
                   f"{r['last_step_at_kill']}, resume exit {r['resume_exit_code']}, bit-exact {r['bit_exact']}")
     load = os.getloadavg()
     result = {"command": " ".join(["python", *sys.argv]), "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-              "wall_s": round(time.time() - started, 1), "loadavg_at_start": load_at_start, "loadavg_at_end": load, "cpus": os.cpu_count(),
-              "torch": torch.__version__, "verdicts": counts, "cases": rows, "kill_resume": kills}
+              "wall_s": round(time.time() - started, 1), "loadavg_at_start": load_at_start, "loadavg_at_end": load,
+              "cpus": os.cpu_count(), "torch": torch.__version__, "verdicts": counts, "cases": rows,
+              "kill_resume": kills}
     if not only:
         Path(args.out).write_text(json.dumps(result, indent=1, default=str) + "\n")
         print("written", args.out)

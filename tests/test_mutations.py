@@ -54,6 +54,16 @@ MUTATIONS: dict[str, tuple[str, str, str, str]] = {
         "        super().__init__(model, **kwargs)",
         "ANIL silently first order",
     ),
+    "eval_lr_doubled": (
+        "learners/_gradient.py",
+        "        return self.estimator(self.problem(support_x, support_y, query_x, query_y), meta, training, steps)",
+        "        problem = self.problem(support_x, support_y, query_x, query_y)\n"
+        "        if not training:\n"
+        "            update = problem.update\n"
+        "            problem.update = lambda g, s, p, m: update({k: 2 * v for k, v in g.items()}, s, p, m)\n"
+        "        return self.estimator(problem, meta, training, steps)",
+        "evaluate() adapts with twice the inner learning rate",
+    ),
     "maml_inner_first_order": (
         "hypergrad/_estimators.py",
         "params = solve(problem, meta, steps, self.first_order, self.checkpoint)",
