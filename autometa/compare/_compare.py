@@ -362,11 +362,13 @@ def compare(config: dict | str | os.PathLike | None = None, out_dir: str | os.Pa
 
     study = study_name(config)
     if study is not None:  # a study (noisy labels, reward, augmentation, ...): its own runner and report
+        out = Path(out_dir or Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
         run_study = study_module(study).run_study
         options = {"workers": workers} if "workers" in inspect.signature(run_study).parameters else {}
-        return run_study(config, out_dir or Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}",
-                         log=(lambda _: None) if quiet else print, resume=not overwrite, overwrite=overwrite,
-                         **options)
+        result = run_study(config, out, log=(lambda _: None) if quiet else print, resume=not overwrite,
+                           overwrite=overwrite, **options)
+        print(f"report: {out / 'report.md'}")
+        return result
     spec = load_compare_config(config)
     out = claim_out_dir(out_dir or Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}", "compare",
                         resume=True, overwrite=overwrite)

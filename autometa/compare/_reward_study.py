@@ -244,9 +244,9 @@ def plot_study(results: dict, config: dict, path: Path) -> Path | None:
     ax.legend(fontsize=7)
     if learned:
         ax = axes[0][1]
-        for name, runs in learned.items():
+        for color, (name, runs) in enumerate(learned.items()):
             for i, r in enumerate(runs):
-                ax.plot(range(1, len(r["gammas"]) + 1), r["gammas"], color="tab:blue", alpha=0.5,
+                ax.plot(range(1, len(r["gammas"]) + 1), r["gammas"], color=f"C{color}", alpha=0.5,
                         label=name if i == 0 else None)
         ax.set_xlabel("batch (policy step)")
         ax.set_ylabel("learned discount gamma")

@@ -141,9 +141,10 @@ def test_report_renders_a_noisy_label_study_folder_written_before_configs_named_
         autometa.compare.render_report(tmp_path / "nothing")
 
 
-def test_compare_overwrite_replaces_a_study_and_a_changed_config_is_refused_without_it(tmp_path):
+def test_compare_overwrite_replaces_a_study_and_a_changed_config_is_refused_without_it(tmp_path, capsys):
     small = {**TINY, "batches": 2, "seeds": [0], "arms": {k: TINY["arms"][k] for k in ("extrinsic", "gamma_1")}}
     autometa.compare(small, tmp_path, quiet=True)
+    assert capsys.readouterr().out.splitlines() == [f"report: {tmp_path / 'report.md'}"]  # quiet: only the path
     changed = {**small, "batches": 3}
     with pytest.raises(ResultsDirError, match="different study config"):
         autometa.compare(changed, tmp_path, quiet=True)  # compare resumes a study only with the same config
