@@ -31,16 +31,20 @@ def main() -> None:
     parser.add_argument("dirs", nargs="+", type=Path)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    merged: dict = {}
-    for out_dir in args.dirs:
-        config, results = collect(out_dir)
-        summary = summarize(config, results)
-        for key, entry in summary.items():
-            entry["sets_done"] = [r["filler"]["seed"] for r in results[key]]
-            entry["accuracies"] = [a for r in results[key] for a in r["accuracies"]]
-            entry["fit"] = [{"set": r["filler"]["seed"], "fit_cpu_s": r["fit_cpu_s"], "loss_first": r["loss_first"],
-                             "loss_last": r["loss_last"], "iterations": r["iterations"]} for r in results[key]]
-        merged.update(summary)
+    arms: dict = {}
+    results: dict = {}
+    for out_dir in args.dirs:  # runs of the same (dataset, ipc, arm) in several studies are pooled
+        config, found = collect(out_dir)
+        arms.update(config["arms"])
+        for key, runs in found.items():
+            results.setdefault(key, []).extend(runs)
+    merged = summarize({"arms": arms}, results)
+    for key, entry in merged.items():
+        entry["sets_done"] = [r["filler"]["seed"] for r in results[key]]
+        entry["accuracies"] = [a for r in results[key] for a in r["accuracies"]]
+        entry["per_set"] = [{"set": r["filler"]["seed"], "accuracies": r["accuracies"], "fit_cpu_s": r["fit_cpu_s"],
+                             "eval_cpu_s": r["eval_cpu_s"], "loss_first": r["loss_first"], "loss_last": r["loss_last"],
+                             "iterations": r["iterations"], "evaluation": r["protocol"]} for r in results[key]]
     print(format_table(merged))
     if args.json is not None:
         args.json.write_text(json.dumps(merged, indent=2))

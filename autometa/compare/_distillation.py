@@ -239,12 +239,12 @@ def summarize(config: dict, results: dict) -> dict:
 
 def format_table(summary: dict) -> str:
     """A markdown table of the summary."""
-    lines = ["| dataset | ipc | arm | nets x sets | accuracy % (mean ± std) | published | gap | fit CPU s / set | "
+    lines = ["| dataset | ipc | arm | networks / sets | accuracy % (mean ± std) | published | gap | fit CPU s / set | "
              "eval CPU s / net |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for s in summary.values():
         pub = "-" if s["published"] is None else f"{s['published']:.1f}"
         gap = "-" if s["gap"] is None else f"{s['gap']:+.1f}"
-        lines.append(f"| {s['dataset']} | {s['ipc']} | {s['arm']} | {s['n'] // max(s['sets'], 1)} x {s['sets']} | "
+        lines.append(f"| {s['dataset']} | {s['ipc']} | {s['arm']} | {s['n']} / {s['sets']} | "
                      f"{s['mean']:.2f} ± {s['std']:.2f} | {pub} | {gap} | {s['fit_cpu_s_per_set']:.0f} | "
                      f"{s['eval_cpu_s_per_net']:.0f} |")
     return "\n".join(lines)
