@@ -57,15 +57,6 @@ CASES = {
     ("architecture", "sep_conv_cell"): ({"init_channels": 2, "layers": 3}, None),
     ("architecture", "resnet_cell"): ({"init_channels": 2, "layers": 3}, None),
     ("architecture", "conv4"): ({"hidden": 4, "blocks": 2}, None),
-    # augmentation slot: operations, references and planted-bug tests in tests/slots/test_augmentation.py
-    ("augmentation", "none"): ({}, None),
-    ("augmentation", "random_crop"): ({"padding": 2}, None),
-    ("augmentation", "cutout"): ({"size": 4}, None),
-    ("augmentation", "rand_augment"): ({"n": 2, "m": 9}, None),
-    ("augmentation", "trivial_augment"): ({}, None),
-    ("augmentation", "auto_augment"): ({"policy": "svhn"}, None),
-    ("augmentation", "dada_untrained"): ({}, None),
-    ("augmentation", "dada"): ({"ops": ["rotate", "shear_x", "contrast", "invert"]}, None),
 }
 
 
