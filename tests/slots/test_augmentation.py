@@ -155,6 +155,13 @@ FILLERS = [NoAugmentation, RandomCrop, lambda: RandomCrop(padding=3, flip=True),
            lambda: DADA(ops=("rotate", "shear_x", "translate_y", "contrast", "brightness", "invert"))]
 
 
+def test_every_registered_augmentation_has_a_check_filler_case():
+    from autometa.slots import FILLERS as REGISTERED
+    from autometa.slots import registered_name
+
+    assert {registered_name(type(factory())) for factory in FILLERS} == set(REGISTERED["augmentation"])
+
+
 @pytest.mark.parametrize("factory", FILLERS)
 def test_check_filler(factory):
     check_filler(factory, backends=("optuna",))

@@ -60,8 +60,13 @@ CASES = {
 }
 
 
+# slots whose fillers run check_filler in their own suites, which check their own coverage
+# (tests/slots/test_augmentation.py, tests/slots/test_data_slot.py)
+OWN_SUITES = ("augmentation", "data")
+
+
 def test_every_registered_filler_has_a_case():
-    registered = {(slot, name) for slot, names in FILLERS.items() for name in names}
+    registered = {(slot, name) for slot, names in FILLERS.items() if slot not in OWN_SUITES for name in names}
     assert registered <= set(CASES), f"add check_filler cases for {sorted(registered - set(CASES))}"
 
 
