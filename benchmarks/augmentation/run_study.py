@@ -38,7 +38,12 @@ def run_shards(config_path: Path, out: Path) -> None:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", "PYTHONUNBUFFERED": "1"}
         procs.append(subprocess.Popen([sys.executable, "-m", "autometa.cli", "compare", str(shard_config), "--out",
                                        str(shard_dir)], stdout=log, stderr=subprocess.STDOUT, env=env))
-    codes = [p.wait() for p in procs]
+    try:
+        codes = [p.wait() for p in procs]
+    finally:  # interrupted (Ctrl-C, SIGTERM through Python's handler): take the shards down too
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
     if any(codes):
         raise SystemExit(f"a shard failed (exit codes {codes}); see {out / 'shards'}/*.log")
 
@@ -56,6 +61,9 @@ def merge(config_path: Path, out: Path, shard_dirs: list[Path]) -> None:
 
 
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that run_shards' finally runs on kill
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", type=Path)
     parser.add_argument("--out", type=Path, required=True)
