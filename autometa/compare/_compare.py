@@ -251,7 +251,10 @@ def _executor(workers: int) -> ProcessPoolExecutor:
         from multiprocessing import forkserver
 
         forkserver.ensure_running()
-    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, max_tasks_per_child=1)
+    from autometa.compare._worker import die_with
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, max_tasks_per_child=1, initializer=die_with,
+                               initargs=(os.getpid(),))
 
 
 def _execute(jobs: list[dict], workers: int, on_done, log) -> None:

@@ -40,6 +40,28 @@ def _preload() -> None:
 _preload()
 
 
+def die_with(pid: int, interval_s: float = 1.0) -> None:
+    """End this worker when process ``pid`` (the comparison that started it) ends, also by ``kill -9``.
+
+    The pool's initializer: a daemon thread checks once a second. (The fork server that forks the
+    workers cannot do it: every worker holds its end of the fork server's liveness pipe, so the fork
+    server outlives a killed comparison as long as a job runs.)
+    """
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval_s)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:  # pid is alive (reused by another user's process is not expected)
+                pass
+
+    threading.Thread(target=watch, name="autometa-die-with-parent", daemon=True).start()
+
+
 def _usage(wall_start: float) -> dict:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {"cpu_s": round(usage.ru_utime + usage.ru_stime, 3), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
