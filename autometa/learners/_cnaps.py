@@ -120,7 +120,8 @@ def _read_weights(path: Path) -> dict[str, Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle and zip errors come in many types
         raise CheckpointError(f"The `backbone` checkpoint {str(path)!r} could not be read ({type(exc).__name__}: "
-                              f"{exc}); pass a checkpoint written by `autometa run` or torch.save(state_dict).") from exc
+                              f"{exc}); pass a checkpoint written by `autometa run` or torch.save(state_dict)."
+                              ) from exc
     if isinstance(state, dict) and isinstance(state.get("learner"), dict):
         state = state["learner"]
     if not isinstance(state, dict):
@@ -138,7 +139,7 @@ def backbone_weights(model: nn.Module, path: str | Path) -> dict[str, Tensor]:
     state = _read_weights(Path(path))
     wanted = {k: v for k, v in model.state_dict().items() if k.startswith("features.")}
     found = {}
-    for key, value in wanted.items():
+    for key in wanted:
         for stored in (f"model.{key}", key):
             if stored in state:
                 found[key] = state[stored]
@@ -186,7 +187,8 @@ class SimpleCNAPS(MetricLearner):
     Few-Shot Visual Classification" (Simple CNAPS).
     """
 
-    SPACE: ClassVar[dict] = {"film_hidden": {"int": [16, 256], "log": True}, "beta": {"float": [0.01, 10.0], "log": True}}
+    SPACE: ClassVar[dict] = {"film_hidden": {"int": [16, 256], "log": True},
+                             "beta": {"float": [0.01, 10.0], "log": True}}
 
     def __init__(self, model: nn.Module, backbone: str | None = None, film: bool = True, head: str = "mahalanobis",
                  freeze_backbone: bool = True, encoder_hidden: int = 32, film_hidden: int = 64, beta: float = 1.0,

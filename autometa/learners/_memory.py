@@ -31,7 +31,6 @@ from autometa.learners._base import Learner, check_positive
 from autometa.nets import functional_forward
 from autometa.tasks import TaskBatch, presentation_index
 
-
 # ----------------------------------------------------------------------------- memory (pure functions)
 
 def least_used(usage: Tensor, count: int) -> Tensor:
@@ -109,7 +108,8 @@ def check_sequence_batch(owner: str, batch: TaskBatch, ways: int) -> None:
     low, high = int(batch.support_y.min()), int(batch.support_y.max())
     if low < 0 or high >= ways:
         raise TaskSpecError(f"{owner} was built for ways={ways} and needs labels 0..{ways - 1}. Got labels "
-                            f"{low}..{high}; build it with ways={high + 1} (learner.ways) or sample {ways}-way episodes.")
+                            f"{low}..{high}; build it with ways={high + 1} (learner.ways) or sample {ways}-way "
+                            f"episodes.")
 
 
 class SequenceLearner(Learner):
@@ -132,7 +132,8 @@ class SequenceLearner(Learner):
                  batching: str = "auto"):
         name = type(self).__name__
         if task != "classification":
-            raise ConfigError(f"{name} classifies sequences. Got task={task!r}; use a MAML-style learner for regression.")
+            raise ConfigError(f"{name} classifies sequences. Got task={task!r}; use a MAML-style learner for "
+                              f"regression.")
         super().__init__(model, task, batching)
         check_positive(name, "ways", ways, int)
         check_positive(name, "instances", instances, int)

@@ -54,8 +54,9 @@ def check_learner(make_learner: Callable[[int], Learner], batch, *, differentiab
 
     Returns:
         The names of the checks that ran (all of :data:`CHECKS`, less ``finite_differences``
-        when not ``differentiable``, less the gradient checks for a learner without trainable parameters: frozen ones, with
-        ``requires_grad=False``, are not meta-parameters and get no finite-difference direction).
+        when not ``differentiable``, less the gradient checks for a learner without trainable parameters:
+        frozen ones, with ``requires_grad=False``, are not meta-parameters and get no finite-difference
+        direction).
 
     Raises:
         AssertionError: a check failed; the message names it and what was found.

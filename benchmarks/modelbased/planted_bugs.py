@@ -1,7 +1,15 @@
 """Plant bugs one at a time, run the test that should catch each, revert (issue 14; run from anywhere,
-never while a run of this tree is starting: the source files are changed for a few seconds each)."""
-import subprocess, sys, pathlib
-ROOT = pathlib.Path("/work/wt-modelbased")
+never while a run of this tree is starting: the source files are changed for a few seconds each).
+
+    python benchmarks/modelbased/planted_bugs.py     # about 12 pytest runs, ~1 CPU-min
+"""
+# ruff: noqa: E501
+# (the table below holds source lines verbatim)
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 BUGS = [
     ("autometa/learners/_memory.py", "order = torch.argsort(usage, dim=-1, stable=True)[:, :count]",
      "order = torch.argsort(-usage, dim=-1, stable=True)[:, :count]", "lru_memory", "LRU erases the most-used slots"),
@@ -38,7 +46,7 @@ for path, old, new, k, what in BUGS:
         files = "tests/tasks/test_sequence.py" if "sequence.py" in path else "tests/learners/test_model_based.py"
         r = subprocess.run([sys.executable, "-m", "pytest", files, "-p", "no:cacheprovider", "-q", "-k", k, "-x"],
                            cwd=ROOT, capture_output=True, text=True)
-        last = [l for l in r.stdout.splitlines() if "passed" in l or "failed" in l or "error" in l][-1:]
+        last = [line for line in r.stdout.splitlines() if "passed" in line or "failed" in line or "error" in line][-1:]
         print(f"{'CAUGHT' if r.returncode else 'MISSED'} | {what} | {path} | -k {k} | {last}", flush=True)
     finally:
         f.write_text(text)

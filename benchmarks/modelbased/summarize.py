@@ -28,7 +28,8 @@ PUBLISHED_MANN = {  # Santoro et al. 2016, Table 1 (Omniglot, 5 classes, instanc
     "lstm": [24.4, 49.5, 55.3, 61.0, 63.6, None, None, None, None, 62.5],
     "feedforward": [24.4, 19.6, 21.1, 19.9, 22.8, None, None, None, None, 19.5],
 }
-PUBLISHED_FEW_SHOT = {"metanet": {"5w1s": 98.95}, "protonet": {"5w1s": 98.8, "5w5s": 99.7, "20w1s": 96.0, "20w5s": 98.9}}
+PUBLISHED_FEW_SHOT = {"metanet": {"5w1s": 98.95},  # Munkhdalai & Yu 2017; Snell et al. 2017 (Vinyals split)
+                      "protonet": {"5w1s": 98.8, "5w5s": 99.7, "20w1s": 96.0, "20w5s": 98.9}}
 
 
 def interval(values) -> dict:

@@ -12,7 +12,7 @@ import torch
 
 from autometa.data import ArrayDataset
 from autometa.errors import AutometaError, CheckpointError, TaskSpecError
-from autometa.learners import MANN, MetaNet, ProtoNet, SequenceLSTM, SimpleCNAPS, build_learner
+from autometa.learners import ProtoNet, build_learner
 from autometa.learners._cnaps import covariance, film_conv4_forward, mahalanobis_logits, regularized_class_covariances
 from autometa.learners._memory import lru_memory_step
 from autometa.learners._metanet import contrastive_loss, head_gradients, preprocess_gradient
