@@ -58,12 +58,15 @@ def tiny_set(seed=0, n=8, classes=3, size=8):
 
 def test_slot_is_registered_with_every_filler():
     assert "data" in SLOTS
-    assert set(FACTORIES) <= set(FILLERS["data"])
+    assert set(FACTORIES) == set(FILLERS["data"]), "every data filler needs a check_filler case in FACTORIES"
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+def test_check_filler(name):
+    check_filler(FACTORIES[name], backends=())
 
 
 def test_check_filler_catches_a_support_that_ignores_meta():
-    """(every data filler passes check_filler in tests/slots/test_fillers.py, built from its config)"""
-
     class Blind(DM):
         def support(self, meta=None):
             return super().support(None)  # its own images: an estimator's ω never reaches the set
