@@ -44,7 +44,7 @@ def main() -> None:
     interp.rotate = scipy.ndimage.rotate
     sys.modules["scipy.ndimage.interpolation"] = interp
     sys.path.insert(0, args.reference)
-    import utils as ref  # noqa: E402
+    import utils as ref
 
     torch.set_num_threads(1)
     saved = np.load(args.set)
