@@ -9,7 +9,8 @@ epochs; tests on the same fixed 1000 test images as the study. The reference is 
 
 Usage::
 
-    python benchmarks/distillation_reference_eval.py --reference DIR --set benchmarks/distillation/mnist_ipc1_budget/sets/mnist_ipc1_random_real_set0.npz
+    python benchmarks/distillation_reference_eval.py --reference DIR \
+        --set benchmarks/distillation/mnist_ipc1_budget/sets/mnist_ipc1_random_real_set0.npz
 """
 
 from __future__ import annotations
