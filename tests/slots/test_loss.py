@@ -323,5 +323,5 @@ def test_supervised_splits_never_share_examples_and_errors_say_what_to_do():
 def test_supervised_config_keys_are_checked_with_suggestions():
     with pytest.raises(ConfigError, match="did you mean 'train_size'"):
         make_tasks({"name": "supervised", "train_sise": 5}, "train")
-    with pytest.raises(ConfigError, match="supervised family must be one of"):
+    with pytest.raises(ConfigError, match="supervised family must be an .npz path or one of"):
         make_tasks({"name": "supervised", "dataset": "digit"}, "train")
