@@ -66,6 +66,15 @@ def test_check_filler(name):
     check_filler(FACTORIES[name], backends=())
 
 
+def test_check_filler_catches_a_support_that_ignores_meta():
+    class Blind(DM):
+        def support(self, meta=None):
+            return super().support(None)  # its own images: an estimator's ω never reaches the set
+
+    with pytest.raises(AssertionError, match="does not reach images"):
+        check_filler(lambda: Blind(ipc=2, iterations=2, batch_real=4, net=TINY), backends=())
+
+
 def test_learned_fillers_expose_images_and_step_sizes_as_meta_params():
     x, y = tiny_set()
     assert set(DD(ipc=1, iterations=1, steps=2, epochs=1, batch_real=4, net=TINY).fit(x, y).meta_params()) == \
