@@ -65,7 +65,6 @@ def _cmd_report(args) -> int:
     import json
 
     from autometa.compare import print_table, render_report
-
     from autometa.compare._studies import study_of_dir
 
     path = render_report(args.dir)

@@ -42,9 +42,9 @@ import numpy as np
 
 from autometa._params import did_you_mean
 from autometa.compare._stats import format_interval, format_p, nested_difference, nested_interval
-from autometa.errors import AutometaError, ConfigError, ResultsDirError
+from autometa.compare._studies import open_study
+from autometa.errors import AutometaError, ConfigError
 from autometa.experiment._config import deep_merge, read_mapping
-from autometa.experiment._outdir import claim_out_dir
 
 STUDY = "architecture"
 DEFAULTS: dict = {
@@ -409,19 +409,9 @@ def run_architecture_study(source, out_dir: str | Path, log: Callable[[str], Non
     config = load_architecture_study(source)
     if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
         raise ConfigError(f"workers must be an integer >= 1. Got {workers!r}; leave it unset to use every core.")
-    out = claim_out_dir(out_dir, "compare", resume=resume, overwrite=overwrite)
-    runs_path, previous = out / "runs.jsonl", out / "config.json"
-    if resume and previous.exists() and json.loads(previous.read_text()) != json.loads(json.dumps(config)):
-        raise ResultsDirError(f"--out {str(out)!r} holds runs of a different study config; resuming would mix "
-                              f"them. Choose another directory, or pass --overwrite to start again.")
-    done: dict = {}
-    if runs_path.exists():
-        for line in runs_path.read_text().splitlines():
-            entry = json.loads(line)
-            done[(entry["arm"], entry["seed"])] = entry["result"]
+    out, runs_path, done = open_study(out_dir, config, resume, overwrite, key=("arm", "seed"))
     if done:
         log(f"reusing {len(done)} finished run(s) of {runs_path}")
-    previous.write_text(json.dumps(config, indent=2))
     started = time.perf_counter()
 
     def record(job: dict, result: dict) -> None:

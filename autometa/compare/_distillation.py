@@ -28,10 +28,10 @@ import numpy as np
 import torch
 
 from autometa._params import did_you_mean
+from autometa.compare._studies import open_study
 from autometa.data import load_dataset
-from autometa.errors import ConfigError, ResultsDirError
+from autometa.errors import ConfigError
 from autometa.experiment._config import deep_merge, read_mapping
-from autometa.experiment._outdir import claim_out_dir
 from autometa.slots import build_filler
 from autometa.slots.data import EvalProtocol, evaluate_support, save_grid, save_support, strategy_for
 
@@ -265,17 +265,7 @@ def run_study(source, out_dir: str | Path, log: Callable[[str], None] = print, r
     """
     config = load_study_config(source)
     torch.set_num_threads(config["threads"])
-    out = claim_out_dir(out_dir, "compare", resume=resume, overwrite=overwrite)
-    runs_path, previous = out / "runs.jsonl", out / "config.json"
-    if resume and previous.exists() and json.loads(previous.read_text()) != json.loads(json.dumps(config)):
-        raise ResultsDirError(f"--out {str(out)!r} holds runs of a different study config; resuming would mix "
-                              f"them. Choose another directory, or pass --overwrite to start again.")
-    done = {}
-    if runs_path.exists():
-        for line in runs_path.read_text().splitlines():
-            entry = json.loads(line)
-            done[(entry["dataset"], entry["ipc"], entry["arm"], entry["set"])] = entry["result"]
-    previous.write_text(json.dumps(config, indent=2))
+    out, runs_path, done = open_study(out_dir, config, resume, overwrite, key=("dataset", "ipc", "arm", "set"))
     results: dict = {}
     for dataset in config["datasets"]:
         data = None

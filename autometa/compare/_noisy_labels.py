@@ -31,10 +31,10 @@ import torch
 
 from autometa._params import did_you_mean
 from autometa.compare._stats import paired_difference
+from autometa.compare._studies import open_study
 from autometa.data import load_dataset
-from autometa.errors import ConfigError, ResultsDirError
+from autometa.errors import ConfigError
 from autometa.experiment._config import deep_merge, read_mapping
-from autometa.experiment._outdir import claim_out_dir
 from autometa.experiment._stats import mean_ci
 from autometa.learners import NoisyLabelTrainer, clean_holdout, corrupt_labels
 from autometa.learners._weighting import NOISE_KINDS
@@ -300,18 +300,7 @@ def run_study(source, out_dir: str | Path, log: Callable[[str], None] = print, r
             it holds another command's results, or resuming with a different config.
     """
     config = load_study_config(source)
-    out = claim_out_dir(out_dir, "compare", resume=resume, overwrite=overwrite)
-    runs_path = out / "runs.jsonl"
-    previous = out / "config.json"
-    if resume and previous.exists() and json.loads(previous.read_text()) != json.loads(json.dumps(config)):
-        raise ResultsDirError(f"--out {str(out)!r} holds runs of a different study config; resuming would mix "
-                              f"them. Choose another directory, or pass --overwrite to start again.")
-    done = {}
-    if runs_path.exists():
-        for line in runs_path.read_text().splitlines():
-            entry = json.loads(line)
-            done[(entry["cell"], entry["arm"], entry["seed"])] = entry["result"]
-    (out / "config.json").write_text(json.dumps(config, indent=2))
+    out, runs_path, done = open_study(out_dir, config, resume, overwrite, key=("cell", "arm", "seed"))
     results: dict = {}
     splits = None
     for cell in config["noise"]:

@@ -256,9 +256,8 @@ def render_report(out_dir) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
-    from autometa.errors import ConfigError
-
     from autometa.compare._studies import study_module, study_of_dir
+    from autometa.errors import ConfigError
 
     out = Path(out_dir)
     study = study_of_dir(out)

@@ -14,8 +14,9 @@ from pathlib import Path
 from types import ModuleType
 
 from autometa._params import did_you_mean
-from autometa.errors import ConfigError
+from autometa.errors import ConfigError, ResultsDirError
 from autometa.experiment._config import read_mapping
+from autometa.experiment._outdir import claim_out_dir
 
 STUDIES = {"noisy_labels": "autometa.compare._noisy_labels", "reward": "autometa.compare._reward_study",
            "augmentation": "autometa.compare._augmentation", "distillation": "autometa.compare._distillation",
@@ -61,3 +62,27 @@ def study_of_dir(out_dir) -> str | None:
             if isinstance(config, dict) and {"noise", "arms", "clean_size"} <= set(config):
                 return "noisy_labels"  # written before configs carried `study`
     return None
+
+
+def open_study(out_dir, config: dict, resume: bool, overwrite: bool, key: tuple[str, ...]) -> tuple[Path, Path, dict]:
+    """Claim ``out_dir`` for a study and read back the runs it finished: ``(out, runs_path, done)``.
+
+    ``done`` maps the ``key`` fields of each line of ``runs.jsonl`` to its ``result``; ``config.json`` is
+    (re)written with ``config``.
+
+    Raises:
+        ResultsDirError: ``out_dir`` holds results and neither ``resume`` nor ``overwrite`` is set, holds
+            another command's results, or holds runs of a different study config.
+    """
+    out = claim_out_dir(out_dir, "compare", resume=resume, overwrite=overwrite)
+    runs_path, previous = out / "runs.jsonl", out / "config.json"
+    if resume and previous.exists() and json.loads(previous.read_text()) != json.loads(json.dumps(config)):
+        raise ResultsDirError(f"--out {str(out)!r} holds runs of a different study config; resuming would mix "
+                              f"them. Choose another directory, or pass --overwrite to start again.")
+    done: dict = {}
+    if runs_path.exists():
+        for line in runs_path.read_text().splitlines():
+            entry = json.loads(line)
+            done[tuple(entry.get(k) for k in key)] = entry["result"]
+    previous.write_text(json.dumps(config, indent=2))
+    return out, runs_path, done

@@ -10,11 +10,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
 
-from autometa.data import load_dataset  # noqa: E402
-from autometa.slots.augmentation import DADA_OPS, OPS, SIGNED  # noqa: E402
+from autometa.data import load_dataset
+from autometa.slots.augmentation import DADA_OPS, OPS, SIGNED
 
 MAGNITUDES = (-1.0, 0.0, 0.25, 0.5, 0.75, 1.0)
 HERE = Path(__file__).parent
