@@ -18,6 +18,7 @@ optimizer     ``init(params, meta) -> state``; ``update(grads, state, params, me
 loss          ``loss(outputs, targets, meta) -> per-sample losses``
 weighting     ``weighting(losses, outputs, targets, meta) -> per-sample weights``
 reward        ``reward(observations, actions, extrinsic, meta) -> per-step rewards``
+architecture  ``build_network(in_shape, num_classes, seed) -> nn.Module``; ``genotype(meta) -> Genotype``
 augmentation  ``augment(x, y, meta, generator) -> (x, y)`` on images ``(B, C, H, W)``, every random draw
               from ``generator``
 data          ``support(meta) -> (x, y)``: the synthetic or selected training set (``fit(x, y)`` builds it)
