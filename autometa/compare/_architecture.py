@@ -350,7 +350,7 @@ def format_table(report: dict) -> str:
     lines = ["| arm | kind | test accuracy % [95% CI] | per seed | Δ vs reference (pts) [95% CI] | p | "
              "search CPU-s | retrain CPU-s | job CPU-s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for name, a in report["arms"].items():
+    for _name, a in report["arms"].items():
         diff = a.get("vs_reference")
         seeds = " / ".join(f"{100 * v:.2f}" for v in a["per_seed"].values())
         lines.append(f"| {a['label']} | {a['kind']} | {format_interval(a['interval'], 100)} | {seeds} | "

@@ -209,7 +209,7 @@ def train_final(config: dict, policy, data: dict, final: dict, seed: int) -> dic
     augment_generator = torch.Generator().manual_seed(seed + 1)
     start_cpu, start_wall = time.process_time(), time.perf_counter()
     curve = []
-    for epoch in range(final["epochs"]):
+    for _epoch in range(final["epochs"]):
         model.train()
         order = torch.randperm(len(y), generator=order_generator)
         total = 0.0
