@@ -20,6 +20,7 @@ meta-batch, later steps included; use one without batch norm for a strictly onli
 
 from __future__ import annotations
 
+import abc
 from typing import ClassVar
 
 import torch
@@ -144,12 +145,13 @@ class SequenceLearner(Learner):
                               f"model: {{name: mlp, hidden: []}} gives the raw pixels). Got {type(model).__name__}.")
         self.input_dim = dim + self.ways
 
+    @abc.abstractmethod
     def initial_state(self, batch_size: int, like: Tensor):
-        raise NotImplementedError
+        """The recurrent state before step 0 of ``batch_size`` episodes (dtype and device of ``like``)."""
 
+    @abc.abstractmethod
     def step(self, inputs: Tensor, state):
         """``(logits (B, ways), state)`` for one step's inputs ``(B, input_dim)``."""
-        raise NotImplementedError
 
     def sequence_logits(self, images: Tensor, labels: Tensor) -> Tensor:
         """Logits ``(B, T, ways)``: step ``t`` sees image ``t`` and the one-hot label of step ``t - 1``."""

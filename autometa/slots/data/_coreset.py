@@ -13,6 +13,7 @@ images per class (``features="convnet"``), or are the raw pixels (``features="pi
 
 from __future__ import annotations
 
+import abc
 import time
 from typing import ClassVar
 
@@ -102,8 +103,9 @@ class _FeatureCoreset(DataFiller):
         self.history = [{"cpu_s": time.process_time() - start}]
         return self
 
+    @abc.abstractmethod
     def _select(self, features: Tensor, k: int) -> Tensor:
-        raise NotImplementedError
+        """Indices of the ``k`` rows of ``features`` (one class's pool) to keep."""
 
 
 class Herding(_FeatureCoreset):
