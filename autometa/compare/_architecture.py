@@ -42,7 +42,7 @@ import numpy as np
 
 from autometa._params import did_you_mean
 from autometa.compare._stats import format_interval, format_p, nested_difference, nested_interval
-from autometa.compare._studies import open_study
+from autometa.compare._studies import arm_problems, open_study
 from autometa.errors import AutometaError, ConfigError
 from autometa.experiment._config import deep_merge, read_mapping
 
@@ -118,23 +118,9 @@ def load_architecture_study(source) -> dict:
         value = config["random_search"].get(key) if isinstance(config["random_search"], dict) else None
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             problems.append(f"random_search.{key} must be an integer >= 1. Got {value!r}")
-    seeds = config["seeds"]
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
-                                                           for s in seeds) or len(set(seeds)) != len(seeds):
-        problems.append(f"seeds must be a non-empty list of distinct integers. Got {seeds!r}")
-    arms = config["arms"]
-    if not isinstance(arms, dict) or len(arms) < 2:
-        problems.append("arms must map at least two arm names to {kind, architecture, budget, label}")
-        arms = {}
-    if arms and config["reference"] not in arms:
-        problems.append(f"reference must name one of the arms {sorted(arms)}. Got {config['reference']!r}")
+    more, arms = arm_problems(config, ARM_KEYS, KINDS, "{kind, architecture, budget, label}")
+    problems += more
     for name, arm in arms.items():
-        if not isinstance(arm, dict):
-            problems.append(f"arm {name!r} must be a mapping. Got {arm!r}")
-            continue
-        problems += [f"arm {name!r}: unknown key {k!r}{did_you_mean(k, ARM_KEYS)}" for k in arm if k not in ARM_KEYS]
-        if arm.get("kind") not in KINDS:
-            problems.append(f"arm {name!r} needs kind: searched or hand-crafted. Got {arm.get('kind')!r}")
         spec = arm_architecture(config, arm)
         try:
             filler = build_filler("architecture", copy.deepcopy(spec))

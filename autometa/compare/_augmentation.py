@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from autometa._params import did_you_mean
 from autometa.compare._stats import paired_difference
-from autometa.compare._studies import open_study
+from autometa.compare._studies import arm_problems, open_study
 from autometa.data import load_dataset
 from autometa.errors import ConfigError
 from autometa.experiment._config import deep_merge, read_mapping
@@ -98,22 +98,9 @@ def load_study_config(source) -> dict:
     for key in ("batch_size",):
         if not _int_at_least(config["trainer"].get(key), 1):
             problems.append(f"trainer.{key} must be an integer >= 1. Got {config['trainer'].get(key)!r}")
-    seeds = config["seeds"]
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
-        problems.append(f"seeds must be a non-empty list of integers. Got {seeds!r}")
-    arms = config["arms"]
-    if not isinstance(arms, dict) or len(arms) < 2:
-        problems.append("arms must map at least two arm names to {kind, augmentation}")
-        arms = {}
-    if arms and config["reference"] not in arms:
-        problems.append(f"reference must name one of the arms {sorted(arms)}. Got {config['reference']!r}")
+    more, arms = arm_problems(config, ARM_KEYS, KINDS, "{kind, augmentation}")
+    problems += more
     for name, arm in arms.items():
-        if not isinstance(arm, dict):
-            problems.append(f"arm {name!r} must be a mapping")
-            continue
-        problems += [f"arm {name!r}: unknown key {k!r}{did_you_mean(k, ARM_KEYS)}" for k in arm if k not in ARM_KEYS]
-        if arm.get("kind") not in KINDS:
-            problems.append(f"arm {name!r} needs kind: hand-crafted or learned. Got {arm.get('kind')!r}")
         try:
             filler = build_filler("augmentation", copy.deepcopy(arm.get("augmentation", "none")))
         except ConfigError as exc:

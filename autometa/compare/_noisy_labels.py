@@ -31,7 +31,7 @@ import torch
 
 from autometa._params import did_you_mean
 from autometa.compare._stats import paired_difference
-from autometa.compare._studies import open_study
+from autometa.compare._studies import arm_problems, open_study
 from autometa.data import load_dataset
 from autometa.errors import ConfigError
 from autometa.experiment._config import deep_merge, read_mapping
@@ -97,22 +97,9 @@ def load_study_config(source) -> dict:
         value = config[key]
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             problems.append(f"{key} must be null (all) or an integer >= 1. Got {value!r}")
-    seeds = config["seeds"]
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
-        problems.append(f"seeds must be a non-empty list of integers. Got {seeds!r}")
-    arms = config["arms"]
-    if not isinstance(arms, dict) or len(arms) < 2:
-        problems.append("arms must map at least two arm names to {kind, weighting, loss, finetune, trainer}")
-        arms = {}
-    if arms and config["reference"] not in arms:
-        problems.append(f"reference must name one of the arms {sorted(arms)}. Got {config['reference']!r}")
+    more, arms = arm_problems(config, ARM_KEYS, KINDS, "{kind, weighting, loss, finetune, trainer}")
+    problems += more
     for name, arm in arms.items():
-        if not isinstance(arm, dict):
-            problems.append(f"arm {name!r} must be a mapping")
-            continue
-        problems += [f"arm {name!r}: unknown key {k!r}{did_you_mean(k, ARM_KEYS)}" for k in arm if k not in ARM_KEYS]
-        if arm.get("kind") not in KINDS:
-            problems.append(f"arm {name!r} needs kind: hand-crafted or learned. Got {arm.get('kind')!r}")
         finetune = arm.get("finetune")
         if finetune is not None and (not isinstance(finetune, dict) or set(finetune) - {"epochs", "lr"}
                                      or not isinstance(finetune.get("epochs"), int) or finetune["epochs"] < 1):

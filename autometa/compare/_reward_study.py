@@ -30,7 +30,7 @@ from torch import nn
 
 from autometa._params import did_you_mean
 from autometa.compare._stats import paired_difference
-from autometa.compare._studies import open_study
+from autometa.compare._studies import arm_problems, open_study
 from autometa.errors import ConfigError
 from autometa.experiment._config import deep_merge, read_mapping
 from autometa.experiment._stats import mean_ci
@@ -105,10 +105,6 @@ def load_study_config(source, check_env: bool = True) -> dict:
             problems.append(f"{key} must be an integer >= 1. Got {value!r}")
     if not isinstance(config["threshold"], (int, float)) or isinstance(config["threshold"], bool):
         problems.append(f"threshold must be a number (a mean episode return). Got {config['threshold']!r}")
-    seeds = config["seeds"]
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
-                                                           for s in seeds) or len(set(seeds)) != len(seeds):
-        problems.append(f"seeds must be a non-empty list of distinct integers. Got {seeds!r}")
     env = None
     if not isinstance(config["env"], dict):
         problems.append(f"env must be a mapping {{name: {' | '.join(ENVS)}, ...}}. Got {config['env']!r}")
@@ -117,19 +113,9 @@ def load_study_config(source, check_env: bool = True) -> dict:
             env = build_env(config["env"])
         except ConfigError as exc:
             problems.append(str(exc))
-    arms = config["arms"]
-    if not isinstance(arms, dict) or len(arms) < 2:
-        problems.append("arms must map at least two arm names to {kind, reward, trainer}")
-        arms = {}
-    if arms and config["reference"] not in arms:
-        problems.append(f"reference must name one of the arms {sorted(arms)}. Got {config['reference']!r}")
+    more, arms = arm_problems(config, ARM_KEYS, KINDS, "{kind, reward, trainer}")
+    problems += more
     for name, arm in arms.items():
-        if not isinstance(arm, dict):
-            problems.append(f"arm {name!r} must be a mapping")
-            continue
-        problems += [f"arm {name!r}: unknown key {k!r}{did_you_mean(k, ARM_KEYS)}" for k in arm if k not in ARM_KEYS]
-        if arm.get("kind") not in KINDS:
-            problems.append(f"arm {name!r} needs kind: hand-crafted or learned. Got {arm.get('kind')!r}")
         if not isinstance(arm.get("trainer", {}), dict):
             problems.append(f"arm {name!r}: trainer must be a mapping of LIRPGTrainer arguments")
             continue

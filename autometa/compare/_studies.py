@@ -86,3 +86,32 @@ def open_study(out_dir, config: dict, resume: bool, overwrite: bool, key: tuple[
             done[tuple(entry.get(k) for k in key)] = entry["result"]
     previous.write_text(json.dumps(config, indent=2))
     return out, runs_path, done
+
+
+def arm_problems(config: dict, arm_keys, kinds: tuple[str, ...], shape: str) -> tuple[list[str], dict]:
+    """What every study config checks alike: distinct integer seeds, at least two arms, a reference among
+    them, each arm a mapping with known keys and a ``kind`` in ``kinds``.
+
+    Returns ``(problems, arms)``: ``arms`` holds the arms that are mappings, for the study's own checks;
+    ``shape`` names an arm's keys in the message (e.g. ``"{kind, reward, trainer}"``).
+    """
+    problems = []
+    seeds = config["seeds"]
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                           for s in seeds) or len(set(seeds)) != len(seeds):
+        problems.append(f"seeds must be a non-empty list of distinct integers. Got {seeds!r}")
+    arms = config["arms"]
+    if not isinstance(arms, dict) or len(arms) < 2:
+        return problems + [f"arms must map at least two arm names to {shape}"], {}
+    if config["reference"] not in arms:
+        problems.append(f"reference must name one of the arms {sorted(arms)}. Got {config['reference']!r}")
+    valid = {}
+    for name, arm in arms.items():
+        if not isinstance(arm, dict):
+            problems.append(f"arm {name!r} must be a mapping. Got {arm!r}")
+            continue
+        problems += [f"arm {name!r}: unknown key {k!r}{did_you_mean(k, arm_keys)}" for k in arm if k not in arm_keys]
+        if arm.get("kind") not in kinds:
+            problems.append(f"arm {name!r} needs kind: {' or '.join(kinds)}. Got {arm.get('kind')!r}")
+        valid[name] = arm
+    return problems, valid
