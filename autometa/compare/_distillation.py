@@ -31,7 +31,8 @@ from autometa._params import did_you_mean
 from autometa.compare._studies import open_study
 from autometa.data import load_dataset
 from autometa.errors import ConfigError
-from autometa.experiment._config import deep_merge, read_mapping
+from autometa.experiment._config import _device_problem, deep_merge, read_mapping
+from autometa.hypergrad import check_precision, precision, precision_state
 from autometa.slots import build_filler
 from autometa.slots.data import EvalProtocol, evaluate_support, save_grid, save_support, strategy_for
 
@@ -46,10 +47,13 @@ DEFAULTS: dict = {
     "train_size": None,        # real training images the fillers may use (None: all), a seeded stratified subset
     "reference": "random_real",
     "threads": 1,
+    "device": "cpu",           # cpu, cuda, cuda:N, or auto (cuda when there is one)
+    "precision": "fp32",       # fp32 (TF32 off, as the papers' float32), tf32, or torch's own settings
     "arms": {},
 }
 ARM_KEYS = {"filler", "evaluation", "sets"}
-EVAL_KEYS = {"epochs", "augment", "test_size", "lr", "batch_size", "net"}  # net: ConvNet arguments (smoke tests only)
+# net: ConvNet arguments (smoke tests only)
+EVAL_KEYS = {"epochs", "augment", "augment_mode", "test_size", "lr", "batch_size", "net"}
 # (mean, std) used to normalise the images, as the reference code does
 NORMALISATION = {"mnist": (0.1307, 0.3081), "fashion_mnist": (0.2861, 0.3530)}
 # Published accuracies (%) of ConvNet-3 trained on the set: Zhao et al. 2021 Table 2 (random, herding,
@@ -103,15 +107,16 @@ def _filler_spec(arm: dict, ipc: int, seed: int, dataset: str) -> dict:
 def protocol_for(config: dict, arm: dict, dataset: str) -> tuple[EvalProtocol, int | None]:
     """The evaluation protocol of an arm (the study's, with the arm's overrides) and its test size."""
     evaluation = {**config["evaluation"], **arm.get("evaluation", {})}
-    augment = evaluation.get("augment")
+    augment, mode = evaluation.get("augment"), evaluation.get("augment_mode", "dsa")
     if augment == "auto":
         augment = strategy_for(dataset)
-    elif isinstance(augment, str):
+    elif isinstance(augment, str) and mode == "dsa":
         augment = strategy_for(dataset, augment)
     net = evaluation.get("net") or {}
     if not isinstance(net, dict):
         raise ConfigError(f"evaluation.net must be a mapping of ConvNet arguments (width, depth). Got {net!r}.")
-    protocol = EvalProtocol(epochs=evaluation["epochs"], augment=augment, lr=evaluation.get("lr", 0.01),
+    protocol = EvalProtocol(epochs=evaluation["epochs"], augment=augment, augment_mode=mode,
+                            lr=evaluation.get("lr", 0.01),
                             batch_size=evaluation.get("batch_size", 256), net=tuple(sorted(net.items())))
     return protocol, evaluation.get("test_size")
 
@@ -133,6 +138,12 @@ def load_study_config(source) -> dict:
     for key in ("eval_nets", "threads"):
         if not _is_int(config[key], 1):
             problems.append(f"{key} must be an integer >= 1. Got {config[key]!r}")
+    if config["device"] != "auto" and _device_problem(config["device"]):
+        problems.append(_device_problem(config["device"]).replace("run.device", "device"))
+    try:
+        check_precision(config["precision"], "precision")
+    except ConfigError as exc:
+        problems.append(str(exc))
     if config["train_size"] is not None and not _is_int(config["train_size"], 1):
         problems.append(f"train_size must be null (all) or an integer >= 1. Got {config['train_size']!r}")
     arms = config["arms"]
@@ -189,6 +200,7 @@ def _test_subset(data: dict, size: int | None) -> tuple:
     if size is None or size >= len(data["y_test"]):
         return data["x_test"], data["y_test"]
     keep = torch.randperm(len(data["y_test"]), generator=torch.Generator().manual_seed(54321))[:size]
+    keep = keep.to(data["y_test"].device)
     return data["x_test"][keep], data["y_test"][keep]
 
 
@@ -213,8 +225,9 @@ def run_one(config: dict, arm_name: str, arm: dict, dataset: str, ipc: int, seed
                                   classes=int(data["y"].max()) + 1)
     history = filler.history
     return {"filler": spec, "fit_cpu_s": fit_cpu, "fit_wall_s": fit_wall, "eval_cpu_s": evaluation["cpu_s"],
+            "eval_wall_s": evaluation["wall_s"],
             "accuracies": evaluation["accuracies"], "test_images": len(y_test),
-            "protocol": {"epochs": protocol.epochs, "augment": protocol.augment},
+            "protocol": {"epochs": protocol.epochs, "augment": protocol.augment, "augment_mode": protocol.augment_mode},
             "loss_first": history[0].get("loss") if history else None,
             "loss_last": history[-1].get("loss") if history else None, "iterations": len(history)}
 
@@ -232,7 +245,10 @@ def summarize(config: dict, results: dict) -> dict:
         out[key] = {"dataset": dataset, "ipc": int(ipc), "arm": arm, "n": len(accs), "sets": len(runs),
                     "mean": mean, "std": float(np.std(accs)) if accs else None,
                     "fit_cpu_s_per_set": float(np.mean([r["fit_cpu_s"] for r in runs])) if runs else None,
+                    "fit_wall_s_per_set": float(np.mean([r["fit_wall_s"] for r in runs])) if runs else None,
                     "eval_cpu_s_per_net": float(np.sum([r["eval_cpu_s"] for r in runs]) / max(len(accs), 1)),
+                    "eval_wall_s_per_net": float(np.sum([r.get("eval_wall_s", float("nan")) for r in runs])
+                                                 / max(len(accs), 1)),
                     "published": published, "gap": None if published is None or mean is None else mean - published}
     return out
 
@@ -240,13 +256,15 @@ def summarize(config: dict, results: dict) -> dict:
 def format_table(summary: dict) -> str:
     """A markdown table of the summary."""
     lines = ["| dataset | ipc | arm | networks / sets | accuracy % (mean ± std) | published | gap | fit CPU s / set | "
-             "eval CPU s / net |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "fit wall s / set | eval CPU s / net | eval wall s / net |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for s in summary.values():
         pub = "-" if s["published"] is None else f"{s['published']:.1f}"
         gap = "-" if s["gap"] is None else f"{s['gap']:+.1f}"
         lines.append(f"| {s['dataset']} | {s['ipc']} | {s['arm']} | {s['n']} / {s['sets']} | "
                      f"{s['mean']:.2f} ± {s['std']:.2f} | {pub} | {gap} | {s['fit_cpu_s_per_set']:.0f} | "
-                     f"{s['eval_cpu_s_per_net']:.0f} |")
+                     f"{s.get('fit_wall_s_per_set', float('nan')):.0f} | {s['eval_cpu_s_per_net']:.0f} | "
+                     f"{s.get('eval_wall_s_per_net', float('nan')):.1f} |")
     return "\n".join(lines)
 
 
@@ -265,7 +283,22 @@ def run_study(source, out_dir: str | Path, log: Callable[[str], None] = print, r
     """
     config = load_study_config(source)
     torch.set_num_threads(config["threads"])
+    device = torch.device("cuda" if config["device"] == "auto" and torch.cuda.is_available()
+                          else "cpu" if config["device"] == "auto" else config["device"])
     out, runs_path, done = open_study(out_dir, config, resume, overwrite, key=("dataset", "ipc", "arm", "set"))
+    with precision(config["precision"], device):
+        environment = {"device": str(device), "device_name": torch.cuda.get_device_name(device)
+                       if device.type == "cuda" else None, "threads": torch.get_num_threads(), **precision_state()}
+        results = _run_plan(config, out, runs_path, done, device, log)
+    summary = summarize(config, results)
+    (out / "results.json").write_text(json.dumps({"config": config, "environment": environment, "summary": summary,
+                                                  "results": results}))
+    render_study(out)
+    log(format_table(summary))
+    return {"config": config, "results": results, "summary": summary, "environment": environment}
+
+
+def _run_plan(config: dict, out: Path, runs_path: Path, done: dict, device: torch.device, log) -> dict:
     results: dict = {}
     for dataset in config["datasets"]:
         data = None
@@ -279,7 +312,9 @@ def run_study(source, out_dir: str | Path, log: Callable[[str], None] = print, r
                 runs = results[f"{dataset}|{ipc}|{arm_name}"]
                 key = (dataset, ipc, arm_name, seed)
                 if key not in done:
-                    data = load_data(config, dataset) if data is None else data
+                    if data is None:
+                        data = {k: v.to(device) if isinstance(v, torch.Tensor) else v
+                                for k, v in load_data(config, dataset).items()}
                     result = run_one(config, arm_name, arm, dataset, ipc, seed, data, out, log)
                     with runs_path.open("a") as f:
                         f.write(json.dumps({"dataset": dataset, "ipc": ipc, "arm": arm_name, "set": seed,
@@ -289,11 +324,7 @@ def run_study(source, out_dir: str | Path, log: Callable[[str], None] = print, r
                         f"{' '.join(f'{100 * a:.1f}' for a in result['accuracies'])}  "
                         f"(fit {result['fit_cpu_s']:.0f} CPU s, eval {result['eval_cpu_s']:.0f} CPU s)")
                 runs.append(done[key])
-    summary = summarize(config, results)
-    (out / "results.json").write_text(json.dumps({"config": config, "summary": summary, "results": results}))
-    render_study(out)
-    log(format_table(summary))
-    return {"config": config, "results": results, "summary": summary}
+    return results
 
 
 def render_study(out_dir) -> Path:

@@ -34,13 +34,15 @@ def test_smoke_study_runs_every_filler_through_compare(tmp_path):
 
 def test_study_config_errors_are_reported_together():
     assert is_study_config(SMOKE)
-    bad = {"study": "distillation", "datasets": ["cifar"], "ipc": [0], "eval_nets": 0, "epochz": 3,
+    bad = {"study": "distillation", "datasets": ["cifar"], "ipc": [0], "eval_nets": 0, "epochz": 3, "device": "tpu",
+           "precision": "fp8",
            "arms": {"a": {"filler": {"name": "dc", "iterashuns": 2}}, "b": {"evaluation": {}}}}
     with pytest.raises(ConfigError) as info:
         load_study_config(bad)
     message = str(info.value)
     for fragment in ("datasets must be", "ipc must be", "eval_nets must be", "unknown key 'epochz'",
-                     "arm 'a'", "iterashuns", "arm 'b' must be a mapping with a `filler`", "reference must name"):
+                     "arm 'a'", "iterashuns", "arm 'b' must be a mapping with a `filler`", "reference must name",
+                     "Got 'tpu'", "precision must be one of"):
         assert fragment in message
 
 

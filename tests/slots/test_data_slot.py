@@ -24,9 +24,11 @@ from autometa.slots.data import (
     KCenter,
     RandomReal,
     build_convnet,
+    dc_augment,
     dsa,
     evaluate_support,
     gradient_match_distance,
+    mean_embedding_distances,
     save_grid,
     save_support,
     strategy_for,
@@ -229,6 +231,21 @@ def test_dm_lowers_the_embedding_gap():
     assert gap(trained.images.detach()) < 0.5 * gap(start)
 
 
+def test_dm_batched_loss_equals_the_reference_class_by_class_loop():
+    g = torch.Generator().manual_seed(3)
+    net = build_convnet((1, 8, 8), 3, TINY, seed=1).double()
+    reals = [torch.randn(n, 1, 8, 8, generator=g, dtype=torch.float64) for n in (5, 7, 4)]
+    syns = [torch.randn(2, 1, 8, 8, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    batched = mean_embedding_distances(net, reals, syns)
+    loop = torch.stack([(net.embed(r).mean(0).detach() - net.embed(s).mean(0)).pow(2).sum()
+                        for r, s in zip(reals, syns)])  # main_DM.py's loop
+    torch.testing.assert_close(batched, loop, rtol=1e-12, atol=1e-12)
+    grads = torch.autograd.grad(batched.sum(), syns)
+    reference = torch.autograd.grad(loop.sum(), syns)
+    for a, b in zip(grads, reference):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
 # --- DSA: one shared draw for real and synthetic batches --------------------------------------------
 
 @pytest.mark.parametrize("op", ["color", "crop", "cutout", "flip", "scale", "rotate"])
@@ -264,6 +281,48 @@ def test_dsa_operations_do_what_they_say():
     assert "flip" in strategy_for("fashion_mnist")
     per_image = dsa(torch.rand(64, 1, 8, 8), "color", 1, shared=False)
     assert per_image.mean(dim=(1, 2, 3)).std() > 0
+
+
+# --- the DC reference's evaluation augmentation (crop / scale / rotate / noise, one per image) -------
+
+def test_dc_crop_and_scale_equal_the_reference_per_image_code():
+    from autometa.slots.data._augment import dc_crop, dc_scale
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 2, 28, 28, generator=g, dtype=torch.float64)
+    mean = [float(x[:, c].mean()) for c in range(2)]
+    r, q = torch.tensor([0, 7, 3, 4, 1, 6]), torch.tensor([5, 0, 7, 2, 4, 3])
+    cropped = dc_crop(x, r, q, 4, torch.tensor(mean, dtype=x.dtype))
+    heights, widths = torch.tensor([22, 33, 28, 25, 30, 23]), torch.tensor([30, 24, 28, 33, 22, 26])
+    scaled = dc_scale(x, heights, widths)
+    for i in range(6):  # utils.augment's cropfun and scalefun, transcribed
+        padded = torch.stack([torch.full((36, 36), m, dtype=x.dtype) for m in mean])
+        padded[:, 4:32, 4:32] = x[i]
+        assert torch.equal(cropped[i], padded[:, r[i]:r[i] + 28, q[i]:q[i] + 28])
+        h, w = int(heights[i]), int(widths[i])
+        tmp = F.interpolate(x[i:i + 1], [h, w])[0]
+        side = max(h, w, 28)
+        canvas = torch.zeros(2, side, side, dtype=x.dtype)
+        top, left, centre = (side - h) // 2, (side - w) // 2, (side - 28) // 2
+        canvas[:, top:top + h, left:left + w] = tmp
+        assert torch.equal(scaled[i], canvas[:, centre:centre + 28, centre:centre + 28])
+
+
+def test_dc_augment_applies_one_operation_per_image_and_is_seeded():
+    x = torch.rand(64, 1, 12, 12)
+    a, b = dc_augment(x, "crop_scale_rotate", seed=4), dc_augment(x, "crop_scale_rotate", seed=4)
+    assert torch.equal(a, b) and not torch.equal(a, dc_augment(x, "crop_scale_rotate", seed=5))
+    noisy = dc_augment(x, "noise", seed=1)
+    assert 0 < (noisy - x).abs().max() < 0.01  # 0.001 N(0, 1)
+    one_pixel = torch.zeros(32, 1, 12, 12)
+    one_pixel[:, 0, 6, 6] = 1.0
+    shifted = dc_augment(one_pixel, "crop", seed=2)  # whole-pixel shifts, filled with the batch mean
+    fill = one_pixel.mean()
+    assert all(int((s == 1.0).sum()) <= 1 and bool(((s == 1.0) | (s == 0.0) | (s == fill)).all()) for s in shifted)
+    with pytest.raises(ConfigError, match="crop_scale_rotate"):
+        EvalProtocol(augment="color", augment_mode="dc")
+    with pytest.raises(ConfigError, match="augment_mode"):
+        EvalProtocol(augment_mode="autoaugment")
 
 
 # --- the evaluator ---------------------------------------------------------------------------------

@@ -18,11 +18,21 @@ Example::
 """
 
 from autometa.slots._base import register_filler
-from autometa.slots.data._augment import DEFAULT_STRATEGY, DSAParams, dsa, strategy_for
+from autometa.slots.data._augment import DEFAULT_STRATEGY, DCAugParams, DSAParams, dc_augment, dsa, strategy_for
 from autometa.slots.data._base import DataFiller
 from autometa.slots.data._convnet import ConvNet, build_convnet
 from autometa.slots.data._coreset import Forgetting, Herding, KCenter, RandomReal
-from autometa.slots.data._distill import DC, DC_LOOPS, DD, DM, DSA, MTT, gradient_match_distance, unrolled_real_loss
+from autometa.slots.data._distill import (
+    DC,
+    DC_LOOPS,
+    DD,
+    DM,
+    DSA,
+    MTT,
+    gradient_match_distance,
+    mean_embedding_distances,
+    unrolled_real_loss,
+)
 from autometa.slots.data._evaluate import EvalProtocol, accuracy, evaluate_support, train_on_support
 from autometa.slots.data._io import save_grid, save_support
 
@@ -30,7 +40,8 @@ for _name, _cls in {"random_real": RandomReal, "herding": Herding, "k_center": K
                     "dd": DD, "dc": DC, "dsa": DSA, "dm": DM, "mtt": MTT}.items():
     register_filler(_name, _cls)
 
-__all__ = ["DC", "DC_LOOPS", "DD", "DEFAULT_STRATEGY", "DM", "DSA", "MTT", "ConvNet", "DSAParams", "DataFiller",
-           "EvalProtocol", "Forgetting", "Herding", "KCenter", "RandomReal", "accuracy", "build_convnet", "dsa",
-           "evaluate_support", "gradient_match_distance", "save_grid", "save_support", "strategy_for",
+__all__ = ["DC", "DC_LOOPS", "DD", "DEFAULT_STRATEGY", "DM", "DSA", "MTT", "ConvNet", "DCAugParams", "DSAParams",
+           "DataFiller", "EvalProtocol", "Forgetting", "Herding", "KCenter", "RandomReal", "accuracy", "build_convnet",
+           "dc_augment", "dsa", "evaluate_support", "gradient_match_distance", "mean_embedding_distances", "save_grid",
+           "save_support", "strategy_for",
            "train_on_support", "unrolled_real_loss"]

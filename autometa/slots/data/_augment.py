@@ -107,6 +107,7 @@ def rand_crop(x: Tensor, g: _Draws, p: DSAParams) -> Tensor:
     cols = (torch.arange(w).view(1, w) + ty.view(n, 1) + 1).clamp(0, w + 1)
     padded = F.pad(x, [1, 1, 1, 1])
     batch = torch.arange(n).view(n, 1, 1)
+    batch, rows, cols = batch.to(x.device), rows.to(x.device), cols.to(x.device)
     return padded.permute(0, 2, 3, 1)[batch, rows.view(n, h, 1), cols.view(n, 1, w)].permute(0, 3, 1, 2)
 
 
@@ -123,7 +124,7 @@ def rand_cutout(x: Tensor, g: _Draws, p: DSAParams) -> Tensor:
     in_r = (rows >= start_r) & (rows <= stop_r)
     in_c = (cols >= start_c) & (cols <= stop_c)
     mask = ~(in_r.view(n, h, 1) & in_c.view(n, 1, w))
-    return x * mask.unsqueeze(1).to(x.dtype)
+    return x * mask.unsqueeze(1).to(x)
 
 
 OPERATIONS = {"color": rand_color, "crop": rand_crop, "cutout": rand_cutout, "flip": rand_flip,
@@ -165,3 +166,113 @@ def dsa(x: Tensor, strategy: str = DEFAULT_STRATEGY, seed: int = 0, mode: str = 
     for name in parts:
         x = OPERATIONS[name](x, draws, params)
     return x
+
+
+# --- the reference's non-differentiable evaluation augmentation (DC's ``augment``/``get_daparam``) ---------------
+
+DC_OPERATIONS = ("crop", "scale", "rotate", "noise")
+
+
+@dataclass(frozen=True)
+class DCAugParams:
+    """The magnitudes of Zhao et al.'s evaluation augmentation (``get_daparam``): crop pads by 4 pixels,
+    scale draws each side's factor in [0.8, 1.2], rotate an integer angle in [-45, 45) degrees, noise adds
+    0.001 N(0, 1)."""
+
+    crop: int = 4
+    scale: float = 0.2
+    rotate: int = 45
+    noise: float = 0.001
+
+
+def check_dc_strategy(strategy: str) -> list[str]:
+    """The operation names of a DC-augmentation ``strategy`` (``"crop_scale_rotate"``); ConfigError otherwise."""
+    parts = [s for s in str(strategy).split("_") if s]
+    unknown = [s for s in parts if s not in DC_OPERATIONS]
+    if unknown or not parts:
+        raise ConfigError(f"DC augmentation strategy {strategy!r} has unknown operation(s) {unknown}; join names "
+                          f"among {list(DC_OPERATIONS)} with '_', e.g. 'crop_scale_rotate' (the reference's MNIST "
+                          f"evaluation).")
+    return parts
+
+
+def _gather(x: Tensor, rows: Tensor, cols: Tensor, valid: Tensor, fill: Tensor) -> Tensor:
+    """``out[i, :, r, c] = x[i, :, rows[i, r], cols[i, c]]`` where ``valid[i, r, c]``, else ``fill`` (per channel)."""
+    n, _, h, w = x.shape
+    batch = torch.arange(n, device=x.device).view(n, 1, 1)
+    picked = x.permute(0, 2, 3, 1)[batch, rows.clamp(0, h - 1).view(n, -1, 1),
+                                   cols.clamp(0, w - 1).view(n, 1, -1)].permute(0, 3, 1, 2)
+    return torch.where(valid.unsqueeze(1), picked, fill.view(1, -1, 1, 1))
+
+
+def dc_crop(x: Tensor, r: Tensor, q: Tensor, crop: int, fill: Tensor) -> Tensor:
+    """Image ``i`` padded by ``crop`` pixels of ``fill`` (per channel), then the window at row ``r[i]``,
+    column ``q[i]`` of the padded image (the reference's ``cropfun``)."""
+    n, _, h, w = x.shape
+    rows = torch.arange(h).view(1, h) + r.view(n, 1) - crop
+    cols = torch.arange(w).view(1, w) + q.view(n, 1) - crop
+    valid = ((rows >= 0) & (rows < h)).view(n, h, 1) & ((cols >= 0) & (cols < w)).view(n, 1, w)
+    return _gather(x, rows.to(x.device), cols.to(x.device), valid.to(x.device), fill)
+
+
+def dc_scale(x: Tensor, heights: Tensor, widths: Tensor) -> Tensor:
+    """Image ``i`` resized (nearest) to ``heights[i] x widths[i]``, centred on a zero canvas of side
+    ``max(h, w, heights[i], widths[i])``, and the centre ``h x w`` cut (the reference's ``scalefun``)."""
+    n, channels, h, w = x.shape
+    sh, sw = heights.view(n, 1), widths.view(n, 1)
+    side = torch.maximum(torch.maximum(sh, sw), torch.tensor(max(h, w)))
+    # output pixel -> canvas pixel -> resized-image pixel -> source pixel (nearest: floor(i * in / out))
+    rows = torch.arange(h).view(1, h) + (side - h) // 2 - (side - sh) // 2
+    cols = torch.arange(w).view(1, w) + (side - w) // 2 - (side - sw) // 2
+    valid = ((rows >= 0) & (rows < sh)).view(n, h, 1) & ((cols >= 0) & (cols < sw)).view(n, 1, w)
+    src_r = torch.floor(rows.double() * h / sh).long()
+    src_c = torch.floor(cols.double() * w / sw).long()
+    return _gather(x, src_r.to(x.device), src_c.to(x.device), valid.to(x.device),
+                   torch.zeros(channels, dtype=x.dtype, device=x.device))
+
+
+def dc_augment(x: Tensor, strategy: str = "crop_scale_rotate", seed: int = 0,
+               params: DCAugParams = DCAugParams()) -> Tensor:
+    """Zhao et al.'s evaluation augmentation, vectorised: every image gets ONE operation drawn uniformly from
+    ``strategy``. ``crop``: pad by ``crop`` pixels with the batch's per-channel mean and cut a window at an
+    offset drawn in ``[0, 2 crop)`` (the reference's draw); ``scale``: nearest-neighbour resize of the height
+    and width by factors in ``[1 - scale, 1 + scale]``, centred on a zero canvas, centre crop; ``rotate``:
+    an integer angle in ``[-rotate, rotate)`` degrees about the centre, filled with the mean; ``noise``:
+    ``+ noise * N(0, 1)``. Not differentiable in the draws, not siamese: this trains evaluation networks.
+
+    Differences from the reference, by design: rotation is bilinear (the reference rotates each image with
+    scipy's cubic spline on the CPU, which dominates its evaluation time); draws come from a seeded torch
+    generator instead of numpy's global stream.
+
+    References: Zhao, Mopuri & Bilen, "Dataset Condensation with Gradient Matching", ICLR 2021 (code:
+    ``utils.augment``, ``utils.get_daparam``).
+    """
+    parts = check_dc_strategy(strategy)
+    n, channels, h, w = x.shape
+    g = torch.Generator().manual_seed(int(seed))
+    choice = torch.randint(0, len(parts), (n,), generator=g)
+    mean = x.detach().mean(dim=(0, 2, 3))
+    out = x
+    for k, name in enumerate(parts):
+        chosen = torch.nonzero(choice == k).view(-1)
+        if len(chosen) == 0:
+            continue
+        m = len(chosen)
+        xs = x[chosen.to(x.device)]
+        if name == "crop":
+            r, q = (torch.randint(0, 2 * params.crop, (m,), generator=g) for _ in range(2))
+            new = dc_crop(xs, r, q, params.crop, mean)
+        elif name == "scale":
+            fh = torch.empty(m, dtype=torch.float64).uniform_(1 - params.scale, 1 + params.scale, generator=g)
+            fw = torch.empty(m, dtype=torch.float64).uniform_(1 - params.scale, 1 + params.scale, generator=g)
+            new = dc_scale(xs, (fh * h).long().clamp(min=1), (fw * h).long().clamp(min=1))  # both int(f * h)
+        elif name == "rotate":
+            angle = torch.randint(-params.rotate, params.rotate, (m,), generator=g).double() * math.pi / 180
+            c, s, zero = angle.cos(), angle.sin(), torch.zeros(m, dtype=torch.float64)
+            theta = torch.stack([torch.stack([c, -s, zero], 1), torch.stack([s, c, zero], 1)], 1).to(x)
+            fill = mean.mean()
+            new = _affine(xs - fill, theta) + fill
+        else:  # noise
+            new = xs + params.noise * torch.randn(xs.shape, generator=g, dtype=torch.float64).to(x)
+        out = out.index_copy(0, chosen.to(x.device), new)
+    return out

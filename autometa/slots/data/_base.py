@@ -94,7 +94,7 @@ class DataFiller(Filler, abc.ABC):
             self.images = torch.nn.Parameter(images.detach().clone())
         else:
             self.images = images.detach().clone()
-        self.labels = labels.detach().clone().long()
+        self.labels = labels.detach().clone().long().to(images.device)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
@@ -118,9 +118,10 @@ def per_class_labels(classes: int, ipc: int) -> Tensor:
 
 
 def real_per_class(x: Tensor, y: Tensor, classes: int, ipc: int, generator: torch.Generator) -> Tensor:
-    """``ipc`` random real images of every class, in class order ``(classes * ipc, c, h, w)``."""
-    picks = []
+    """``ipc`` random real images of every class, in class order ``(classes * ipc, c, h, w)`` (drawn on the
+    CPU, so a generator state picks the same images on every device)."""
+    picks, y = [], y.cpu()
     for c in range(classes):
         index = torch.nonzero(y == c).view(-1)
         picks.append(index[torch.randperm(len(index), generator=generator)[:ipc]])
-    return x[torch.cat(picks)]
+    return x[torch.cat(picks).to(x.device)]

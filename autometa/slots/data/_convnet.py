@@ -67,12 +67,13 @@ class ConvNet(nn.Module):
 
 
 def build_convnet(in_shape, classes: int, spec: dict | None = None, seed: int | None = None,
-                  dtype: torch.dtype = torch.float32) -> ConvNet:
+                  dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> ConvNet:
     """A fresh :class:`ConvNet` from ``spec`` (its keyword arguments), initialised from ``seed`` without
-    touching the global random state (``seed=None``: the global stream)."""
+    touching the global random state (``seed=None``: the global stream), then moved to ``device``.
+    The weights are drawn on the CPU, so a seed gives the same network on every device."""
     spec = dict(spec or {})
     if seed is None:
-        return ConvNet(tuple(in_shape), classes, **spec).to(dtype)
+        return ConvNet(tuple(in_shape), classes, **spec).to(device=device, dtype=dtype)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return ConvNet(tuple(in_shape), classes, **spec).to(dtype)
+        return ConvNet(tuple(in_shape), classes, **spec).to(device=device, dtype=dtype)

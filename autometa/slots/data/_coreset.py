@@ -33,8 +33,9 @@ class RandomReal(DataFiller):
         classes = check_training_set(x, y, self.ipc, type(self).__name__)
         start = time.process_time()
         g = torch.Generator().manual_seed(self.seed)
-        picks = [_draw(torch.nonzero(y == c).view(-1), self.ipc, g) for c in range(classes)]
-        self._set(x[torch.cat(picks)], per_class_labels(classes, self.ipc))
+        y_cpu = y.cpu()
+        picks = [_draw(torch.nonzero(y_cpu == c).view(-1), self.ipc, g) for c in range(classes)]
+        self._set(x[torch.cat(picks).to(x.device)], per_class_labels(classes, self.ipc))
         self.history = [{"cpu_s": time.process_time() - start}]
         return self
 
@@ -44,8 +45,9 @@ def _draw(index: Tensor, k: int, g: torch.Generator) -> Tensor:
 
 
 def _pool(y: Tensor, classes: int, pool: int, g: torch.Generator) -> Tensor:
-    """Up to ``pool`` random indices of every class, concatenated."""
-    return torch.cat([_draw(torch.nonzero(y == c).view(-1), pool, g) for c in range(classes)])
+    """Up to ``pool`` random indices of every class, concatenated, on the device of ``y`` (drawn on the CPU)."""
+    y_cpu = y.cpu()
+    return torch.cat([_draw(torch.nonzero(y_cpu == c).view(-1), pool, g) for c in range(classes)]).to(y.device)
 
 
 def _train_epochs(net, x: Tensor, y: Tensor, epochs: int, g: torch.Generator, lr: float = 0.01,
@@ -54,7 +56,7 @@ def _train_epochs(net, x: Tensor, y: Tensor, epochs: int, g: torch.Generator, lr
     for _ in range(epochs):
         order = torch.randperm(len(x), generator=g)
         for start in range(0, len(x), batch_size):
-            index = order[start:start + batch_size]
+            index = order[start:start + batch_size].to(x.device)
             logits = net(x[index])
             if on_batch is not None:
                 on_batch(index, logits.detach())
@@ -82,7 +84,7 @@ class _FeatureCoreset(DataFiller):
         if self.features == "pixels":
             return x.flatten(1)
         index = _pool(y, classes, self.pool, g)
-        net = build_convnet(x.shape[1:], classes, self.net, seed=self.seed, dtype=x.dtype)
+        net = build_convnet(x.shape[1:], classes, self.net, seed=self.seed, dtype=x.dtype, device=x.device)
         _train_epochs(net, x[index], y[index], self.feature_epochs, g)
         net.eval()
         with torch.no_grad():
@@ -98,7 +100,7 @@ class _FeatureCoreset(DataFiller):
         picks = []
         for c in range(classes):
             members = torch.nonzero(y_pool == c).view(-1)
-            picks.append(members[self._select(features[members], self.ipc)])
+            picks.append(members[self._select(features[members], self.ipc).to(members.device)])
         self._set(x_pool[torch.cat(picks)], per_class_labels(classes, self.ipc))
         self.history = [{"cpu_s": time.process_time() - start}]
         return self
@@ -159,9 +161,9 @@ class Forgetting(DataFiller):
         g = torch.Generator().manual_seed(self.seed)
         index = _pool(y, classes, self.pool, g)
         x_pool, y_pool = x[index], y[index]
-        previous = torch.zeros(len(x_pool), dtype=torch.bool)
-        learned = torch.zeros(len(x_pool), dtype=torch.bool)
-        events = torch.zeros(len(x_pool))
+        previous = torch.zeros(len(x_pool), dtype=torch.bool, device=x.device)
+        learned = torch.zeros(len(x_pool), dtype=torch.bool, device=x.device)
+        events = torch.zeros(len(x_pool), device=x.device)
 
         def on_batch(batch, logits):
             correct = logits.argmax(1) == y_pool[batch]
@@ -169,10 +171,10 @@ class Forgetting(DataFiller):
             previous[batch] = correct
             learned[batch] |= correct
 
-        net = build_convnet(x.shape[1:], classes, self.net, seed=self.seed, dtype=x.dtype)
+        net = build_convnet(x.shape[1:], classes, self.net, seed=self.seed, dtype=x.dtype, device=x.device)
         _train_epochs(net, x_pool, y_pool, self.epochs, g, on_batch=on_batch)
         score = torch.where(learned, events, torch.full_like(events, float("inf")))
-        score = score + 1e-3 * torch.rand(len(score), generator=g)  # ties broken at random (seeded)
+        score = score + 1e-3 * torch.rand(len(score), generator=g).to(score.device)  # ties broken at random (seeded)
         picks = []
         for c in range(classes):
             members = torch.nonzero(y_pool == c).view(-1)
