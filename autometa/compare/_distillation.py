@@ -39,6 +39,7 @@ from autometa.slots.data import EvalProtocol, evaluate_support, save_grid, save_
 STUDY = "distillation"
 DEFAULTS: dict = {
     "study": STUDY,
+    "description": "",
     "datasets": ["mnist"],
     "ipc": [1],
     "sets": [0, 1],            # filler seeds: M synthetic sets per arm
@@ -205,14 +206,28 @@ def _test_subset(data: dict, size: int | None) -> tuple:
 
 
 def run_one(config: dict, arm_name: str, arm: dict, dataset: str, ipc: int, seed: int, data: dict, out: Path,
-            log: Callable[[str], None] = print) -> dict:
-    """Fit one filler (one synthetic set), save it, and evaluate ``eval_nets`` networks on it."""
+            log: Callable[[str], None] = print, fitted: dict | None = None) -> dict:
+    """Fit one filler (one synthetic set), save it, and evaluate ``eval_nets`` networks on it.
+
+    ``fitted`` (a dict kept across calls) lets arms that differ only in their evaluation share one fit: a
+    filler spec already fitted on the same dataset is reused, its fit costs reported again."""
     spec = _filler_spec(arm, ipc, seed, dataset)
-    filler = build_filler("data", spec)
-    start_cpu, start_wall = time.process_time(), time.perf_counter()
-    filler.fit(data["x"], data["y"], log=lambda m: log(f"    [{dataset} ipc{ipc} {arm_name} set{seed}] {m}"))
-    fit_cpu, fit_wall = time.process_time() - start_cpu, time.perf_counter() - start_wall
-    x_set, y_set = (t.detach() for t in filler.support())
+    key = (dataset, json.dumps(spec, sort_keys=True))
+    if fitted is not None and key in fitted:
+        x_set, y_set, fit = fitted[key]
+        log(f"    [{dataset} ipc{ipc} {arm_name} set{seed}] the same filler was fitted for another arm: reused")
+    else:
+        filler = build_filler("data", spec)
+        start_cpu, start_wall = time.process_time(), time.perf_counter()
+        filler.fit(data["x"], data["y"], log=lambda m: log(f"    [{dataset} ipc{ipc} {arm_name} set{seed}] {m}"))
+        history = filler.history
+        fit = {"fit_cpu_s": time.process_time() - start_cpu, "fit_wall_s": time.perf_counter() - start_wall,
+               "loss_first": history[0].get("loss") if history else None,
+               "loss_last": history[-1].get("loss") if history else None, "iterations": len(history),
+               "budget_stop": bool(getattr(filler, "budget_stop", False))}
+        x_set, y_set = (t.detach() for t in filler.support())
+        if fitted is not None:
+            fitted[key] = (x_set, y_set, fit)
     stem = f"{dataset}_ipc{ipc}_{arm_name}_set{seed}"
     save_support(out / "sets" / f"{stem}.npz", x_set, y_set, data["mean"], data["std"], data["class_names"],
                  method=spec["name"], source=dataset, ipc=ipc, seed=seed)
@@ -223,13 +238,9 @@ def run_one(config: dict, arm_name: str, arm: dict, dataset: str, ipc: int, seed
     seeds = [1000 * seed + k for k in range(config["eval_nets"])]
     evaluation = evaluate_support(x_set, y_set, x_test, y_test, protocol, seeds=seeds,
                                   classes=int(data["y"].max()) + 1)
-    history = filler.history
-    return {"filler": spec, "fit_cpu_s": fit_cpu, "fit_wall_s": fit_wall, "eval_cpu_s": evaluation["cpu_s"],
-            "eval_wall_s": evaluation["wall_s"],
+    return {"filler": spec, **fit, "eval_cpu_s": evaluation["cpu_s"], "eval_wall_s": evaluation["wall_s"],
             "accuracies": evaluation["accuracies"], "test_images": len(y_test),
-            "protocol": {"epochs": protocol.epochs, "augment": protocol.augment, "augment_mode": protocol.augment_mode},
-            "loss_first": history[0].get("loss") if history else None,
-            "loss_last": history[-1].get("loss") if history else None, "iterations": len(history)}
+            "protocol": {"epochs": protocol.epochs, "augment": protocol.augment, "augment_mode": protocol.augment_mode}}
 
 
 def summarize(config: dict, results: dict) -> dict:
@@ -300,6 +311,7 @@ def run_study(source, out_dir: str | Path, log: Callable[[str], None] = print, r
 
 def _run_plan(config: dict, out: Path, runs_path: Path, done: dict, device: torch.device, log) -> dict:
     results: dict = {}
+    fitted: dict = {}
     for dataset in config["datasets"]:
         data = None
         for ipc in config["ipc"]:
@@ -315,7 +327,7 @@ def _run_plan(config: dict, out: Path, runs_path: Path, done: dict, device: torc
                     if data is None:
                         data = {k: v.to(device) if isinstance(v, torch.Tensor) else v
                                 for k, v in load_data(config, dataset).items()}
-                    result = run_one(config, arm_name, arm, dataset, ipc, seed, data, out, log)
+                    result = run_one(config, arm_name, arm, dataset, ipc, seed, data, out, log, fitted)
                     with runs_path.open("a") as f:
                         f.write(json.dumps({"dataset": dataset, "ipc": ipc, "arm": arm_name, "set": seed,
                                             "result": result}) + "\n")

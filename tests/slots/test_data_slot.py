@@ -394,3 +394,14 @@ def test_autometa_run_trains_on_a_saved_set(tmp_path):
               "run": {"validate_every": 0, "test_tasks": 4, "eval_batch": 4, "checkpoint_every": 0, "threads": 1}}
     results = run_experiment(config, tmp_path / "run")
     assert 0.0 <= results["test"]["accuracy"]["mean"] <= 1.0
+
+
+def test_a_time_budget_stops_distillation_after_the_iteration_it_runs_out_in():
+    x, y = tiny_set()
+    full = DM(ipc=1, iterations=5, batch_real=4, net=TINY).fit(x, y)
+    assert len(full.history) == 5 and not full.budget_stop
+    cut = DM(ipc=1, iterations=5, batch_real=4, net=TINY, time_budget_s=1e-9).fit(x, y)
+    assert len(cut.history) == 1 and cut.budget_stop  # at least one iteration, then the budget
+    torch.testing.assert_close(cut.history[0]["loss"], full.history[0]["loss"])
+    with pytest.raises(ConfigError, match="time_budget_s"):
+        DC(ipc=1, time_budget_s=0)

@@ -92,8 +92,11 @@ class _Distiller(DataFiller):
     learned: ClassVar[bool] = True
     INITS: ClassVar[tuple] = ("real", "noise")
 
-    def _common(self, iterations, lr_images, batch_real, init, augment, net, log_every):
+    def _common(self, iterations, lr_images, batch_real, init, augment, net, log_every, time_budget_s=None):
         name = type(self).__name__
+        if time_budget_s is not None:
+            check_positive(name, "time_budget_s", time_budget_s)
+        self.time_budget_s = time_budget_s
         check_int(name, "iterations", iterations, low=0)
         check_positive(name, "lr_images", lr_images)
         check_int(name, "batch_real", batch_real)
@@ -116,6 +119,17 @@ class _Distiller(DataFiller):
     def _fresh_net(self, x: Tensor, classes: int, iteration: int):
         return build_convnet(x.shape[1:], classes, self.net, seed=self.seed * 1_000_003 + iteration, dtype=x.dtype,
                              device=x.device)
+
+    def _iterations(self, wall_start: float):
+        """Iterations 1..``iterations``, ending early (after at least one) once ``time_budget_s`` of wall time
+        has passed since ``wall_start``; ``self.budget_stop`` says whether it did."""
+        self.budget_stop = False
+        for iteration in range(1, self.iterations + 1):
+            if (iteration > 1 and self.time_budget_s is not None
+                    and time.perf_counter() - wall_start > self.time_budget_s):
+                self.budget_stop = True
+                return
+            yield iteration
 
     def _record(self, iteration: int, loss: float, start: float, log) -> None:
         if loss != loss:
@@ -143,6 +157,8 @@ class DC(_Distiller):
             iterations) or ``"noise"`` (Gaussian; the reference code's default for DC and DSA).
         augment: a DSA strategy applied to both batches with one shared draw (None for DC).
         net: ConvNet arguments (default ConvNet-3, width 128, instance norm, average pooling).
+        time_budget_s: stop after the iteration during which this much wall time has passed since ``fit``
+            began (every distiller takes it; ``budget_stop`` and ``len(history)`` say where it stopped).
 
     References: Zhao, Mopuri & Bilen, "Dataset Condensation with Gradient Matching", ICLR 2021.
     """
@@ -150,9 +166,9 @@ class DC(_Distiller):
     def __init__(self, ipc: int = 1, iterations: int = 1000, outer_loop: int | None = None,
                  inner_loop: int | None = None, lr_images: float = 0.1, lr_net: float = 0.01, batch_real: int = 256,
                  init: str = "real", augment: str | None = None, net: dict | None = None, log_every: int = 10,
-                 seed: int = 0):
+                 seed: int = 0, time_budget_s: float | None = None):
         super().__init__(ipc, seed)
-        self._common(iterations, lr_images, batch_real, init, augment, net, log_every)
+        self._common(iterations, lr_images, batch_real, init, augment, net, log_every, time_budget_s)
         check_positive(type(self).__name__, "lr_net", lr_net)
         if (outer_loop is None or inner_loop is None) and ipc not in DC_LOOPS:
             raise ConfigError(f"{type(self).__name__} has published loop counts for ipc in {sorted(DC_LOOPS)} only. "
@@ -172,8 +188,8 @@ class DC(_Distiller):
         self._set(self._initial_images(x, y, classes, g), per_class_labels(classes, self.ipc))
         by_class = _class_index(y, classes)
         optimizer = torch.optim.SGD([self.images], lr=self.lr_images, momentum=0.5)
-        self.history, start = [], time.process_time()
-        for iteration in range(1, self.iterations + 1):
+        self.history, start, wall = [], time.process_time(), time.perf_counter()
+        for iteration in self._iterations(wall):
             loss = self.outer_iteration(x, by_class, classes, optimizer, iteration, g)
             self._record(iteration, loss, start, log)
         return self
@@ -219,9 +235,9 @@ class DSA(DC):
     def __init__(self, ipc: int = 1, iterations: int = 1000, outer_loop: int | None = None,
                  inner_loop: int | None = None, lr_images: float = 0.1, lr_net: float = 0.01, batch_real: int = 256,
                  init: str = "real", augment: str | None = "color_crop_cutout_flip_scale_rotate",
-                 net: dict | None = None, log_every: int = 10, seed: int = 0):
+                 net: dict | None = None, log_every: int = 10, seed: int = 0, time_budget_s: float | None = None):
         super().__init__(ipc, iterations, outer_loop, inner_loop, lr_images, lr_net, batch_real, init, augment, net,
-                         log_every, seed)
+                         log_every, seed, time_budget_s)
 
 
 class DM(_Distiller):
@@ -235,9 +251,9 @@ class DM(_Distiller):
 
     def __init__(self, ipc: int = 1, iterations: int = 20000, lr_images: float = 1.0, batch_real: int = 256,
                  init: str = "real", augment: str | None = "color_crop_cutout_flip_scale_rotate",
-                 net: dict | None = None, log_every: int = 100, seed: int = 0):
+                 net: dict | None = None, log_every: int = 100, seed: int = 0, time_budget_s: float | None = None):
         super().__init__(ipc, seed)
-        self._common(iterations, lr_images, batch_real, init, augment, net, log_every)
+        self._common(iterations, lr_images, batch_real, init, augment, net, log_every, time_budget_s)
 
     def fit(self, x, y, log=None):
         classes = check_training_set(x, y, self.ipc, type(self).__name__)
@@ -245,8 +261,8 @@ class DM(_Distiller):
         self._set(self._initial_images(x, y, classes, g), per_class_labels(classes, self.ipc))
         by_class = _class_index(y, classes)
         optimizer = torch.optim.SGD([self.images], lr=self.lr_images, momentum=0.5)
-        self.history, start = [], time.process_time()
-        for iteration in range(1, self.iterations + 1):
+        self.history, start, wall = [], time.process_time(), time.perf_counter()
+        for iteration in self._iterations(wall):
             net = self._fresh_net(x, classes, iteration)
             net.requires_grad_(False)
             optimizer.zero_grad(set_to_none=True)
@@ -306,9 +322,9 @@ class DD(_Distiller):
 
     def __init__(self, ipc: int = 1, iterations: int = 400, steps: int = 10, epochs: int = 3, lr_init: float = 0.02,
                  init_net: str = "random", lr_images: float = 0.01, batch_real: int = 1024, init: str = "noise",
-                 net: dict | None = None, log_every: int = 10, seed: int = 0):
+                 net: dict | None = None, log_every: int = 10, seed: int = 0, time_budget_s: float | None = None):
         super().__init__(ipc, seed)
-        self._common(iterations, lr_images, batch_real, init, None, net, log_every)
+        self._common(iterations, lr_images, batch_real, init, None, net, log_every, time_budget_s)
         check_int("DD", "steps", steps)
         check_int("DD", "epochs", epochs)
         check_positive("DD", "lr_init", lr_init)
@@ -327,8 +343,8 @@ class DD(_Distiller):
         self.lrs = torch.nn.Parameter(torch.full((self.steps * self.epochs,), float(self.lr_init), dtype=x.dtype,
                                                  device=x.device))
         optimizer = torch.optim.Adam([self.images, self.lrs], lr=self.lr_images)
-        self.history, start = [], time.process_time()
-        for iteration in range(1, self.iterations + 1):
+        self.history, start, wall = [], time.process_time(), time.perf_counter()
+        for iteration in self._iterations(wall):
             net = self._fresh_net(x, classes, 0 if self.init_net == "fixed" else iteration)
             params = {k: v.detach().requires_grad_(True) for k, v in net.named_parameters()}
             index = torch.randperm(len(x), generator=g)[:self.batch_real].to(x.device)
@@ -358,9 +374,9 @@ class MTT(_Distiller):
                  max_start_epoch: int = 5, expert_lr: float = 0.01, expert_images: int | None = None,
                  syn_steps: int = 20, lr_init: float = 0.01, lr_lr: float = 1e-5, lr_images: float = 100.0,
                  batch_real: int = 256, init: str = "real", augment: str | None = "color_crop_cutout_flip_scale_rotate",
-                 net: dict | None = None, log_every: int = 10, seed: int = 0):
+                 net: dict | None = None, log_every: int = 10, seed: int = 0, time_budget_s: float | None = None):
         super().__init__(ipc, seed)
-        self._common(iterations, lr_images, batch_real, init, augment, net, log_every)
+        self._common(iterations, lr_images, batch_real, init, augment, net, log_every, time_budget_s)
         for key, value in (("experts", experts), ("expert_epochs", expert_epochs),
                            ("max_start_epoch", max_start_epoch), ("syn_steps", syn_steps)):
             check_int("MTT", key, value)
@@ -394,14 +410,14 @@ class MTT(_Distiller):
     def fit(self, x, y, log=None):
         classes = check_training_set(x, y, self.ipc, "MTT")
         g = torch.Generator().manual_seed(self.seed)
-        self.history, start = [], time.process_time()
+        self.history, start, wall = [], time.process_time(), time.perf_counter()
         experts = self.trajectories(x, y, classes, g)
         self._set(self._initial_images(x, y, classes, g), per_class_labels(classes, self.ipc))
         self.lrs = torch.nn.Parameter(torch.full((1,), float(self.lr_init), dtype=x.dtype, device=x.device))
         image_opt = torch.optim.SGD([self.images], lr=self.lr_images, momentum=0.5)
         lr_opt = torch.optim.SGD([self.lrs], lr=self.lr_lr, momentum=0.5)
         net = build_convnet(x.shape[1:], classes, self.net, seed=self.seed, dtype=x.dtype, device=x.device)
-        for iteration in range(1, self.iterations + 1):
+        for iteration in self._iterations(wall):
             trajectory = experts[int(torch.randint(0, len(experts), (1,), generator=g))]
             begin = int(torch.randint(0, self.max_start_epoch, (1,), generator=g))
             loss = self.matching_loss(net, trajectory[begin], trajectory[begin + self.expert_epochs], g)
