@@ -102,7 +102,8 @@ def main() -> None:
               f"{'grad diff vs loop':>18s}")
         loop = results["cases"][name]["loop"]
         for mode, r in results["cases"][name].items():
-            print(f"{mode:10s} {r['s_per_step']:8.4f} {r['tasks_per_s']:8.1f} {loop['s_per_step'] / r['s_per_step']:7.2f}x "
+            speedup = loop['s_per_step'] / r['s_per_step']
+            print(f"{mode:10s} {r['s_per_step']:8.4f} {r['tasks_per_s']:8.1f} {speedup:7.2f}x "
                   f"{r['cpu_s_per_step']:10.4f} {loop['cpu_s_per_step'] / r['cpu_s_per_step']:7.2f}x "
                   f"{r['grad_rel_diff_vs_loop']:18.1e}", flush=True)
     results["load_end"] = os.getloadavg()

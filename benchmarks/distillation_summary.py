@@ -43,9 +43,11 @@ def main() -> None:
         entry["sets_done"] = [r["filler"]["seed"] for r in results[key]]
         entry["accuracies"] = [a for r in results[key] for a in r["accuracies"]]
         entry["per_set"] = [{"set": r["filler"]["seed"], "accuracies": r["accuracies"], "fit_cpu_s": r["fit_cpu_s"],
-                             "eval_cpu_s": r["eval_cpu_s"], "loss_first": r["loss_first"], "loss_last": r["loss_last"],
-                             "iterations": r["iterations"], "evaluation": r["protocol"], "fit_wall_s": r.get("fit_wall_s"),
-                             "eval_wall_s": r.get("eval_wall_s"), "budget_stop": r.get("budget_stop")}
+                             "eval_cpu_s": r["eval_cpu_s"], "loss_first": r["loss_first"],
+                             "loss_last": r["loss_last"],
+                             "iterations": r["iterations"], "evaluation": r["protocol"],
+                             "fit_wall_s": r.get("fit_wall_s"), "eval_wall_s": r.get("eval_wall_s"),
+                             "budget_stop": r.get("budget_stop")}
                             for r in results[key]]
     print(format_table(merged))
     if args.json is not None:

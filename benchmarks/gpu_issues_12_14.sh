@@ -49,7 +49,7 @@ cat "$work/env.json" | tee -a "$log"
 
 budget=$((seconds - 25))   # each part ends by itself within this; the rest is packing
 if [[ $mode == smoke ]]; then nets=1; else nets=5; fi
-$py benchmarks/distillation/gpu_study.py --out "$work/distill" --seconds "$budget" --eval-nets "$nets" \
+$py benchmarks/distillation/gpu_study.py --out "$work/distill" --seconds "$budget" --eval-nets "$nets" --device "${DEVICE:-cuda}" \
   > "$work/distill.log" 2>&1 & d=$!
 if [[ -f benchmarks/modelbased/gpu_jobs.sh ]]; then
   bash benchmarks/modelbased/gpu_jobs.sh "$work/modelbased" "$budget" > "$work/modelbased.log" 2>&1 & m=$!

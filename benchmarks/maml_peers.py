@@ -363,7 +363,8 @@ def _report(results) -> None:
         best_cpu = min((r["cpu_s_per_step"] for r in peers), default=None)
         print(f"{'implementation':18s} {'s/step':>7s} {'tasks/s':>8s} {'vs best peer':>12s} {'CPU s/step':>10s} "
               f"{'vs best peer':>12s} {'GFLOP/s':>8s} "
-              f"{'% matmul':>8s} {'GFLOP/CPU-s':>11s} {'% matmul':>8s} {'peak MiB':>8s} {'vs autometa':>11s} {'vs float64':>10s}")
+              f"{'% matmul':>8s} {'GFLOP/CPU-s':>11s} {'% matmul':>8s} {'peak MiB':>8s} {'vs autometa':>11s} "
+              f"{'vs float64':>10s}")
         for name, r in sorted(rows.items(), key=lambda kv: kv[1]["s_per_step"]):
             achieved = flops * r["tasks_per_s"]
             achieved_cpu = flops * r["tasks_per_cpu_s"]

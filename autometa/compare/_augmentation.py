@@ -91,8 +91,9 @@ def load_study_config(source) -> dict:
         problems.append("final must be a non-empty list of {train_size: int or null, epochs: int}")
         finals = []
     for entry in finals:
+        size_ok = isinstance(entry, dict) and (entry.get("train_size") is None or _int_at_least(entry["train_size"], 1))
         if not isinstance(entry, dict) or set(entry) - {"train_size", "epochs"} or not _int_at_least(
-                entry.get("epochs"), 1) or not (entry.get("train_size") is None or _int_at_least(entry["train_size"], 1)):
+                entry.get("epochs"), 1) or not size_ok:
             problems.append(f"each final entry needs train_size (an integer, or null for the whole split) and "
                             f"epochs >= 1. Got {entry!r}")
     for key in ("batch_size",):

@@ -442,8 +442,9 @@ def _augmentation_inputs(seed: int):
     g = torch.Generator().manual_seed(seed)
     rows = torch.arange(16, dtype=torch.float64)
     centre = torch.rand(6, 2, generator=g, dtype=torch.float64) * 8 + 4
-    blob = torch.exp(-((rows.view(1, -1, 1) - centre[:, :1, None]) ** 2 + (rows.view(1, 1, -1) - centre[:, 1:, None]) ** 2)
-                     / 8.0)
+    dy2 = (rows.view(1, -1, 1) - centre[:, :1, None]) ** 2
+    dx2 = (rows.view(1, 1, -1) - centre[:, 1:, None]) ** 2
+    blob = torch.exp(-(dy2 + dx2) / 8.0)
     x = (0.8 * blob + 0.2 * torch.rand(6, 16, 16, generator=g, dtype=torch.float64)).clamp(0, 1).unsqueeze(1)
     return x, torch.randint(0, 3, (6,), generator=g)
 

@@ -345,7 +345,8 @@ def _episodes(tasks=2, ways=3, size=28):
     from autometa.tasks import TaskBatch
 
     g = torch.Generator().manual_seed(0)
-    sx, qx = torch.rand(tasks, ways, 1, size, size, generator=g), torch.rand(tasks, 2 * ways, 1, size, size, generator=g)
+    sx = torch.rand(tasks, ways, 1, size, size, generator=g)
+    qx = torch.rand(tasks, 2 * ways, 1, size, size, generator=g)
     return TaskBatch(sx, torch.arange(ways).repeat(tasks, 1), qx, torch.arange(ways).repeat(tasks, 2))
 
 

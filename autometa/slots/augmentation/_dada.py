@@ -118,8 +118,8 @@ class DADA(Augmentation):
     @property
     def exact_meta(self) -> tuple[str, ...]:
         """Meta-parameters whose gradient is exact: the magnitudes, when every operation's is."""
-        exact = self.exact_magnitude_gradient and all(op in EXACT_MAGNITUDE or op in ("identity", "invert", "auto_contrast")
-                                                      for op in self.ops)
+        no_magnitude = ("identity", "invert", "auto_contrast")
+        exact = self.exact_magnitude_gradient and all(op in EXACT_MAGNITUDE or op in no_magnitude for op in self.ops)
         return self.EXACT_META if exact else ()
 
     def sub_policies(self) -> list[tuple[str, str]]:

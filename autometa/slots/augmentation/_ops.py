@@ -56,7 +56,7 @@ def _straight_through(out: Tensor, m: Tensor) -> Tensor:
 
 # ----------------------------------------------------------------------------- geometric
 
-def _affine(x: Tensor, theta: Tensor) -> Tensor:
+def affine_resample(x: Tensor, theta: Tensor) -> Tensor:
     """Resample ``x`` at ``theta @ [u, v, 1]`` (normalised coordinates), zeros outside, bilinear."""
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
@@ -71,35 +71,35 @@ def shear_x(x: Tensor, magnitude, generator=None) -> Tensor:
     ``s = 0.3 * magnitude``."""
     s = RANGES["shear"] * _per_image(magnitude, x)
     one, zero = torch.ones_like(s), torch.zeros_like(s)
-    return _affine(x, _theta([[one, s, zero], [zero, one, zero]]))
+    return affine_resample(x, _theta([[one, s, zero], [zero, one, zero]]))
 
 
 def shear_y(x: Tensor, magnitude, generator=None) -> Tensor:
     """Shear along the height about the centre, ``s = 0.3 * magnitude``."""
     s = RANGES["shear"] * _per_image(magnitude, x)
     one, zero = torch.ones_like(s), torch.zeros_like(s)
-    return _affine(x, _theta([[one, zero, zero], [s, one, zero]]))
+    return affine_resample(x, _theta([[one, zero, zero], [s, one, zero]]))
 
 
 def translate_x(x: Tensor, magnitude, generator=None) -> Tensor:
     """Shift along the width by ``0.45 * magnitude`` of the width (zeros enter)."""
     t = 2 * RANGES["translate"] * _per_image(magnitude, x)
     one, zero = torch.ones_like(t), torch.zeros_like(t)
-    return _affine(x, _theta([[one, zero, t], [zero, one, zero]]))
+    return affine_resample(x, _theta([[one, zero, t], [zero, one, zero]]))
 
 
 def translate_y(x: Tensor, magnitude, generator=None) -> Tensor:
     """Shift along the height by ``0.45 * magnitude`` of the height (zeros enter)."""
     t = 2 * RANGES["translate"] * _per_image(magnitude, x)
     one, zero = torch.ones_like(t), torch.zeros_like(t)
-    return _affine(x, _theta([[one, zero, zero], [zero, one, t]]))
+    return affine_resample(x, _theta([[one, zero, zero], [zero, one, t]]))
 
 
 def rotate(x: Tensor, magnitude, generator=None) -> Tensor:
     """Rotate about the centre by ``30° * magnitude`` (zeros enter at the corners)."""
     a = math.radians(RANGES["rotate"]) * _per_image(magnitude, x)
     c, s, zero = torch.cos(a), torch.sin(a), torch.zeros_like(a)
-    return _affine(x, _theta([[c, -s, zero], [s, c, zero]]))
+    return affine_resample(x, _theta([[c, -s, zero], [s, c, zero]]))
 
 
 # ----------------------------------------------------------------------------- colour blends
@@ -218,8 +218,10 @@ def square_fill(x: Tensor, cy: Tensor, cx: Tensor, side: Tensor, fill: float) ->
     half = (side / 2).view(-1, 1, 1)
     rows = torch.arange(h, device=x.device, dtype=x.dtype).view(1, -1, 1)
     cols = torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, -1)
-    low_y, low_x = (cy.to(x.dtype).view(-1, 1, 1) - torch.floor(half)), (cx.to(x.dtype).view(-1, 1, 1) - torch.floor(half))
-    inside = (rows >= low_y) & (rows < low_y + side.view(-1, 1, 1)) & (cols >= low_x) & (cols < low_x + side.view(-1, 1, 1))
+    low_y = cy.to(x.dtype).view(-1, 1, 1) - torch.floor(half)
+    low_x = cx.to(x.dtype).view(-1, 1, 1) - torch.floor(half)
+    side = side.view(-1, 1, 1)
+    inside = (rows >= low_y) & (rows < low_y + side) & (cols >= low_x) & (cols < low_x + side)
     return torch.where(inside.unsqueeze(1), torch.full_like(x, fill), x)
 
 

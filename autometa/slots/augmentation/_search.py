@@ -82,7 +82,8 @@ def dada_search(policy: DADA, model: nn.Module, x: Tensor, y: Tensor, x_val: Ten
     if policy_estimator not in POLICY_ESTIMATORS:
         raise ConfigError(f"policy_estimator must be one of {POLICY_ESTIMATORS}. Got {policy_estimator!r}.")
     if not isinstance(epochs, int) or epochs < 1 or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"dada_search needs integers epochs >= 1 and batch_size >= 1. Got {epochs!r}, {batch_size!r}.")
+        raise ConfigError(f"dada_search needs integers epochs >= 1 and batch_size >= 1. "
+                          f"Got {epochs!r}, {batch_size!r}.")
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     omega = [policy.policy_logits, policy.probability_logits, policy.magnitude_logits]

@@ -7,7 +7,9 @@ the same draw; "siamese"). As in the reference code, mode ``"single"`` picks one
 per call (``color`` = brightness, saturation, contrast; ``crop``; ``cutout``; ``flip``; ``scale``;
 ``rotate``), mode ``"multiple"`` applies them all in turn. Digits get no flips (:func:`strategy_for`).
 
-This module keeps to torch only so that it can move to the augmentation slot unchanged.
+The resampling primitive (bilinear, zeros outside) is the augmentation slot's own
+(:func:`autometa.slots.augmentation._ops.affine_resample`), so the two slots warp images identically; the
+operations differ because the methods do (DSA's draws and ranges are not AutoAugment's).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from autometa.errors import ConfigError
+from autometa.slots.augmentation._ops import affine_resample
 
 DEFAULT_STRATEGY = "color_crop_cutout_flip_scale_rotate"
 DIGITS = ("mnist", "digits", "svhn", "usps")
@@ -61,25 +64,20 @@ class _Draws:
         return torch.randint(low, high, (1 if self.shared else n,), generator=self.generator).expand(n)
 
 
-def _affine(x: Tensor, theta: Tensor) -> Tensor:
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, align_corners=False)
-
-
 def rand_scale(x: Tensor, g: _Draws, p: DSAParams) -> Tensor:
     r = p.ratio_scale
     sx = g.uniform(len(x), x) * (r - 1 / r) + 1 / r
     sy = g.uniform(len(x), x) * (r - 1 / r) + 1 / r
     zero = torch.zeros_like(sx)
     theta = torch.stack([torch.stack([sx, zero, zero], 1), torch.stack([zero, sy, zero], 1)], 1)
-    return _affine(x, theta)
+    return affine_resample(x, theta.to(x.dtype))
 
 
 def rand_rotate(x: Tensor, g: _Draws, p: DSAParams) -> Tensor:
     angle = (g.uniform(len(x), x) - 0.5) * 2 * p.ratio_rotate / 180 * math.pi
     c, s, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
     theta = torch.stack([torch.stack([c, -s, zero], 1), torch.stack([s, c, zero], 1)], 1)
-    return _affine(x, theta)
+    return affine_resample(x, theta.to(x.dtype))
 
 
 def rand_flip(x: Tensor, g: _Draws, p: DSAParams) -> Tensor:
@@ -271,7 +269,7 @@ def dc_augment(x: Tensor, strategy: str = "crop_scale_rotate", seed: int = 0,
             c, s, zero = angle.cos(), angle.sin(), torch.zeros(m, dtype=torch.float64)
             theta = torch.stack([torch.stack([c, -s, zero], 1), torch.stack([s, c, zero], 1)], 1).to(x)
             fill = mean.mean()
-            new = _affine(xs - fill, theta) + fill
+            new = affine_resample(xs - fill, theta) + fill
         else:  # noise
             new = xs + params.noise * torch.randn(xs.shape, generator=g, dtype=torch.float64).to(x)
         out = out.index_copy(0, chosen.to(x.device), new)
