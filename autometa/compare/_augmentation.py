@@ -56,17 +56,6 @@ ARM_KEYS = {"kind", "augmentation", "label"}
 KINDS = ("hand-crafted", "learned")
 
 
-def is_study_config(source) -> bool:
-    """Whether ``source`` (a YAML path or a dict) is an augmentation study config (``study: augmentation``)."""
-    if source is None:
-        return False
-    try:
-        raw = read_mapping(source, "Comparison config", EXAMPLE)
-    except ConfigError:
-        return False
-    return raw.get("study") == STUDY
-
-
 def _int_at_least(value, low: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= low
 

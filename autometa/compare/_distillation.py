@@ -80,17 +80,6 @@ PUBLISHED = {
 }
 
 
-def is_study_config(source) -> bool:
-    """Whether ``source`` (a YAML path or a dict) is a distillation study config (``study: distillation``)."""
-    if source is None:
-        return False
-    try:
-        raw = read_mapping(source, "Comparison config", "experiments/distill_smoke.yaml")
-    except ConfigError:
-        return False
-    return raw.get("study") == STUDY
-
-
 def _is_int(value, low: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= low
 

@@ -62,18 +62,6 @@ ARM_KEYS = {"kind", "weighting", "loss", "finetune", "trainer"}
 KINDS = ("hand-crafted", "learned")
 
 
-def is_study_config(source) -> bool:
-    """Whether ``source`` (a YAML path or a dict) is a noisy-label study config (``study: noisy_labels``),
-    which ``autometa compare`` hands to :func:`run_study`."""
-    if source is None:
-        return False
-    try:
-        raw = read_mapping(source, "Comparison config", "experiments/weighting_fashion_mnist.yaml")
-    except ConfigError:
-        return False  # the comparison loader reports it
-    return raw.get("study") == STUDY
-
-
 def load_study_config(source) -> dict:
     """Read a study config (YAML path or dict), fill defaults and validate it; every problem in one error."""
     raw = read_mapping(source, "Noisy-label study config", "experiments/weighting_fashion_mnist.yaml")

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from autometa.compare import compare
-from autometa.compare._distillation import PUBLISHED, is_study_config, load_study_config
+from autometa.compare._distillation import PUBLISHED, load_study_config
+from autometa.compare._studies import study_name
 from autometa.data import load_dataset
 from autometa.errors import ConfigError
 
@@ -33,7 +34,7 @@ def test_smoke_study_runs_every_filler_through_compare(tmp_path):
 
 
 def test_study_config_errors_are_reported_together():
-    assert is_study_config(SMOKE)
+    assert study_name(SMOKE) == "distillation"
     bad = {"study": "distillation", "datasets": ["cifar"], "ipc": [0], "eval_nets": 0, "epochz": 3, "device": "tpu",
            "precision": "fp8",
            "arms": {"a": {"filler": {"name": "dc", "iterashuns": 2}}, "b": {"evaluation": {}}}}
