@@ -244,50 +244,27 @@ def _jobs(config: dict, out: Path) -> list[dict]:
 def _execute(jobs: list[dict], done: dict, workers: int, record: Callable[[dict, dict], None], log) -> None:
     """Run the jobs not in ``done`` on ``workers`` fresh processes; a random search starts once the
     budget it matches is known (``done`` has that arm's run for the same seed)."""
-    from concurrent.futures import FIRST_COMPLETED, wait
+    from autometa.compare._compare import WORKER_ENV, run_pool
 
-    from autometa.compare._compare import WORKER_ENV, _executor
-
-    def budget(job):
-        value = job["arm"].get("budget")
-        if not isinstance(value, str):
-            return value
-        found = done.get((value, job["seed"]))
-        return None if found is None else search_budget(found)
-
-    pending = [j for j in jobs if (j["arm_name"], j["seed"]) not in done]
-    if not pending:
-        return
     env = {**os.environ, **WORKER_ENV}
-    with _executor(workers) as pool:
-        running: dict = {}
-        while pending or running:
-            for job in list(pending):
-                if len(running) >= workers:
-                    break
-                if job["arm"].get("budget") is not None:
-                    value = budget(job)
-                    if value is None:
-                        continue  # waits for the arm whose search it matches
-                    job = {**job, "budget_cpu_s": value}
-                pending.remove(next(j for j in pending if j["dir"] == job["dir"]))
-                running[pool.submit(run_job, {**job, "env": env})] = job
-            if not running:
-                raise ConfigError("Some random-search arms wait for a budget that no job provides: "
-                                  f"{sorted({j['arm_name'] for j in pending})}.")
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                job = running.pop(future)
-                try:
-                    result = future.result()
-                except BaseException:
-                    for other in running:
-                        other.cancel()
-                    log(f"{job['arm_name']} seed {job['seed']} failed; finished runs are kept in runs.jsonl and "
-                        f"reused by a rerun with the same --out")
-                    raise
-                done[(job["arm_name"], job["seed"])] = result
-                record(job, result)
+
+    def start(job):
+        value = job["arm"].get("budget")
+        if isinstance(value, str):  # the CPU seconds of the named arm's search for this seed
+            found = done.get((value, job["seed"]))
+            if found is None:
+                return None
+            value = search_budget(found)
+        return run_job, ({**job, "env": env, **({} if value is None else {"budget_cpu_s": value})},)
+
+    def on_done(job, result):
+        done[(job["arm_name"], job["seed"])] = result
+        record(job, result)
+        return []
+
+    run_pool([j for j in jobs if (j["arm_name"], j["seed"]) not in done], workers, start, on_done,
+             failed=lambda job: log(f"{job['arm_name']} seed {job['seed']} failed; finished runs are kept in "
+                                    f"runs.jsonl and reused by a rerun with the same --out"))
 
 
 def summarize(config: dict, runs: dict[str, list[dict]], values: dict[str, np.ndarray]) -> dict:

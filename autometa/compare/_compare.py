@@ -257,26 +257,34 @@ def _executor(workers: int) -> ProcessPoolExecutor:
                                initargs=(os.getpid(),))
 
 
-def _execute(jobs: list[dict], workers: int, on_done, log) -> None:
-    """Run ``jobs`` on ``workers`` fresh processes, at most ``workers`` at a time.
+def run_pool(jobs: list[dict], workers: int, start, on_done, failed) -> None:
+    """Run ``jobs`` on ``workers`` fresh processes, at most ``workers`` at a time, in list order.
 
-    ``on_done(job, result)`` returns the jobs that the result releases (a tuned filler's seeds,
-    which must wait for its tuning). Ready jobs start in list order, released ones first, so
-    that a tuned filler's seeds are not also queued behind everything else.
+    ``start(job)`` returns ``(function, args)`` to submit, or None while the job must wait (a random
+    search for the budget of the arm it matches); ``on_done(job, result)`` returns the jobs that the
+    result releases, which start before the rest. If a job fails, the others are cancelled, the
+    message ``failed(job)`` is logged by the caller's means and the error is raised.
+
+    Raises:
+        ConfigError: jobs are left waiting while none runs (what they wait for never comes).
     """
-    from autometa._plugins import loaded_plugins
-    from autometa.compare._worker import run_job
-
-    context = {"env": {**os.environ, **WORKER_ENV}}  # the caller's environment now, not the fork server's
-    ready = [{**job, **context} for job in jobs]
+    ready = list(jobs)
     if not ready:
         return
     with _executor(workers) as pool:
         running = {}
         while ready or running:
-            while ready and len(running) < workers:
-                job = ready.pop(0)
-                running[pool.submit(run_job, job, loaded_plugins())] = job  # the user's --plugin files too
+            for job in list(ready):
+                if len(running) >= workers:
+                    break
+                submission = start(job)
+                if submission is None:
+                    continue
+                ready.remove(job)
+                function, args = submission
+                running[pool.submit(function, *args)] = job
+            if not running:
+                raise ConfigError(f"{len(ready)} job(s) wait for results that no job provides: {ready[:3]}.")
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 job = running.pop(future)
@@ -285,10 +293,23 @@ def _execute(jobs: list[dict], workers: int, on_done, log) -> None:
                 except BaseException:
                     for other in running:
                         other.cancel()
-                    log(f"{job['comp']}: {job['filler']} {_job_name(job)} failed; finished runs are kept "
-                        f"and reused by a rerun with the same --out")
+                    failed(job)
                     raise
-                ready[:0] = [{**j, **context} for j in on_done(job, result)]
+                ready[:0] = on_done(job, result)
+
+
+def _execute(jobs: list[dict], workers: int, on_done, log) -> None:
+    """Run the comparison's ``jobs`` (see :func:`run_pool`); ``on_done(job, result)`` returns the jobs
+    that the result releases (a tuned filler's seeds, which must wait for its tuning)."""
+    from autometa._plugins import loaded_plugins
+    from autometa.compare._worker import run_job
+
+    context = {"env": {**os.environ, **WORKER_ENV}}  # the caller's environment now, not the fork server's
+    run_pool([{**job, **context} for job in jobs], workers,
+             start=lambda job: (run_job, (job, loaded_plugins())),  # the user's --plugin files too
+             on_done=lambda job, result: [{**j, **context} for j in on_done(job, result)],
+             failed=lambda job: log(f"{job['comp']}: {job['filler']} {_job_name(job)} failed; finished runs are "
+                                    f"kept and reused by a rerun with the same --out"))
 
 
 def _estimated_cost(job: dict) -> float:
