@@ -111,6 +111,16 @@ class _Distiller(DataFiller):
         self.iterations, self.lr_images, self.batch_real, self.init = iterations, lr_images, batch_real, init
         self.augment, self.net, self.log_every = augment, net, log_every
 
+    def _start_matching(self, x: Tensor, y: Tensor):
+        """What DC, DSA and DM begin a fit with: the class count, the seeded generator, the initial images,
+        the per-class indices of the real images, SGD (momentum 0.5) on the images, the CPU and wall clocks."""
+        classes = check_training_set(x, y, self.ipc, type(self).__name__)
+        g = torch.Generator().manual_seed(self.seed)
+        self._set(self._initial_images(x, y, classes, g), per_class_labels(classes, self.ipc))
+        optimizer = torch.optim.SGD([self.images], lr=self.lr_images, momentum=0.5)
+        self.history = []
+        return classes, g, _class_index(y, classes), optimizer, time.process_time(), time.perf_counter()
+
     def _initial_images(self, x: Tensor, y: Tensor, classes: int, g: torch.Generator) -> Tensor:
         if self.init == "real":
             return real_per_class(x, y, classes, self.ipc, g).clone()
@@ -183,12 +193,7 @@ class DC(_Distiller):
         return self.outer_loop or outer, inner if self.inner_loop is None else self.inner_loop
 
     def fit(self, x, y, log=None):
-        classes = check_training_set(x, y, self.ipc, type(self).__name__)
-        g = torch.Generator().manual_seed(self.seed)
-        self._set(self._initial_images(x, y, classes, g), per_class_labels(classes, self.ipc))
-        by_class = _class_index(y, classes)
-        optimizer = torch.optim.SGD([self.images], lr=self.lr_images, momentum=0.5)
-        self.history, start, wall = [], time.process_time(), time.perf_counter()
+        classes, g, by_class, optimizer, start, wall = self._start_matching(x, y)
         for iteration in self._iterations(wall):
             loss = self.outer_iteration(x, by_class, classes, optimizer, iteration, g)
             self._record(iteration, loss, start, log)
@@ -256,12 +261,7 @@ class DM(_Distiller):
         self._common(iterations, lr_images, batch_real, init, augment, net, log_every, time_budget_s)
 
     def fit(self, x, y, log=None):
-        classes = check_training_set(x, y, self.ipc, type(self).__name__)
-        g = torch.Generator().manual_seed(self.seed)
-        self._set(self._initial_images(x, y, classes, g), per_class_labels(classes, self.ipc))
-        by_class = _class_index(y, classes)
-        optimizer = torch.optim.SGD([self.images], lr=self.lr_images, momentum=0.5)
-        self.history, start, wall = [], time.process_time(), time.perf_counter()
+        classes, g, by_class, optimizer, start, wall = self._start_matching(x, y)
         for iteration in self._iterations(wall):
             net = self._fresh_net(x, classes, iteration)
             net.requires_grad_(False)
