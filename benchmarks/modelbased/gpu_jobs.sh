@@ -17,10 +17,13 @@
 #            1/5-shot on it (experiments/compare_cnaps_omniglot_gpu.yaml, 2 workers) -> OUTDIR/cnaps/
 #
 # Then benchmarks/modelbased/summarize.py writes OUTDIR/summary.md and OUTDIR/results.json.
+# Checkpoints are deleted except the backbone's (OUTDIR/pretrain/checkpoints/last.pt) and MANN's
+# (resumable with `autometa run --resume`); KEEP_CHECKPOINTS=1 keeps them all.
 # Logs: OUTDIR/gpu_jobs.log (the schedule) and OUTDIR/logs/*.log; the configs used: OUTDIR/configs/.
 #
 # Environment (defaults in brackets): DEVICE [cuda] the run.device of every job; MANN_DEVICE [auto]
-# the device of the MANN comparison (auto: the faster of DEVICE and cpu by the speed probe);
+# the device of the MANN comparison (auto: the one with more meta-steps a second by the speed probe,
+# 64 episodes a step on DEVICE, 16 on a CPU core);
 # TEST_TASKS [600]; PYTHON [python3]; AUTOMETA_DATA must name the folder holding omniglot.npz
 # (images28 is enough); MARGIN_METANET [110] and MARGIN_MANN [75] seconds kept for start-up, test
 # and report after those comparisons' meta-training; CNAPS_RUN_OVERHEAD [20] seconds per CNAPs
@@ -108,7 +111,7 @@ chain_mann() {
     if [ "$DEVICE" != cpu ] || [ "${FORCE_PROBE:-0}" = 1 ]; then  # both probes at once, ~30 s
       timeout -k 5 90 "$PY" benchmarks/modelbased/speed_probe.py "$OUT/configs/mann_probe.yaml" mann "$DEVICE" \
         > "$OUT/logs/probe_device.json" 2> "$OUT/logs/probe_device.log" &
-      timeout -k 5 90 "$PY" benchmarks/modelbased/speed_probe.py "$OUT/configs/mann_probe.yaml" mann cpu \
+      timeout -k 5 90 "$PY" benchmarks/modelbased/speed_probe.py "$OUT/configs/mann_probe.yaml" mann cpu --meta-batch 16 \
         > "$OUT/logs/probe_cpu.json" 2> "$OUT/logs/probe_cpu.log" &
       wait
       device=$("$PY" - "$OUT/logs/probe_device.json" "$OUT/logs/probe_cpu.json" "$DEVICE" <<'EOF'
@@ -126,11 +129,16 @@ EOF
       say "mann: speed probe $(cat "$OUT/logs/probe_device.json" "$OUT/logs/probe_cpu.json" 2>/dev/null | tr '\n' ' ')-> $device"
     fi
   fi
+  # learning is bound by updates, not episodes (mann_probe.py): on a CPU core a step of 16 episodes
+  # (the paper's) is 4x cheaper than one of 64, on a GPU about as dear, so a CPU gets 16
+  local batch=64
+  [ "$device" = cpu ] && batch=16
   local budget; budget=$(at_least $(( $(left) - ${MARGIN_MANN:-75} )) 10)
   local ff; ff=$(at_most 60 "$budget")
   "${CONF[@]}" experiments/compare_mann_omniglot_gpu.yaml "$OUT/configs/mann.yaml" "run.device=$device" \
-    "run.time_budget_s=$budget" "fillers.feedforward.run.time_budget_s=$ff" "run.test_tasks=$TEST_TASKS" || return 1
-  say "mann: compare on $device, time_budget_s=$budget (feed-forward $ff)"
+    "outer.meta_batch=$batch" "run.time_budget_s=$budget" "fillers.feedforward.run.time_budget_s=$ff" \
+    "run.test_tasks=$TEST_TASKS" || return 1
+  say "mann: compare on $device, $batch episodes a step, time_budget_s=$budget (feed-forward $ff)"
   guarded 5 "${CLI[@]}" compare "$OUT/configs/mann.yaml" --out "$OUT/mann" --workers 3 --quiet
   say "mann: done (rc $?)"
 }
@@ -143,6 +151,10 @@ chain_cnaps > "$OUT/logs/cnaps.log" 2>&1 &
 PID_CNAPS=$!
 wait $PID_MANN $PID_METANET $PID_CNAPS
 
+if [ "${KEEP_CHECKPOINTS:-0}" != 1 ]; then  # keep only the backbone and MANN's (resumable) weights
+  find "$OUT/cnaps" "$OUT/metanet" "$OUT/mann/mann_omniglot/lstm" "$OUT/mann/mann_omniglot/feedforward" \
+    -name '*.pt' -delete 2>/dev/null
+fi
 say "all chains done; summarising"
 timeout -k 2 "$(at_least $(( $(left) - 1 )) 5)" "$PY" benchmarks/modelbased/summarize.py --runs "$OUT" \
   --json "$OUT/results.json" > "$OUT/summary.md" 2> "$OUT/logs/summarize.log"

@@ -32,11 +32,14 @@ def main() -> None:
     parser.add_argument("device")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--meta-batch", type=int, default=None, help="episodes a step (default: the config's)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     comp = yaml.safe_load(open(args.config))["comparisons"][0]
     config = filler_config(comp, comp["fillers"][args.filler], 0)
     config["run"]["device"] = args.device
+    if args.meta_batch:
+        config["outer"]["meta_batch"] = args.meta_batch
     config = load_config(config)
     exp = build_experiment(config)
     learner = exp.learner.to(args.device)
