@@ -73,7 +73,7 @@ chain_metanet() {
   local budget; budget=$(at_least $(( $(left) - ${MARGIN_METANET:-110} )) 10)
   "${CONF[@]}" experiments/compare_metanet_omniglot_gpu.yaml "$OUT/configs/metanet.yaml" "run.device=$DEVICE" \
     "run.device_tasks=$([ "$DEVICE" = cpu ] && echo false || echo true)" "run.time_budget_s=$budget" \
-    "run.test_tasks=$TEST_TASKS" || return 1
+    "run.test_tasks=$TEST_TASKS" || { say "config failed: $FUNCNAME"; return 1; }
   say "metanet: compare, time_budget_s=$budget per learner"
   guarded 5 "${CLI[@]}" compare "$OUT/configs/metanet.yaml" --out "$OUT/metanet" --workers 2 --quiet
   say "metanet: done (rc $?)"
@@ -83,7 +83,7 @@ chain_cnaps() {
   local pre; pre=$(at_least $(( S * 22 / 100 )) 10)
   local tasks_on_device; tasks_on_device=$([ "$DEVICE" = cpu ] && echo false || echo true)
   "${CONF[@]}" experiments/pretrain_conv4_omniglot_background_gpu.yaml "$OUT/configs/pretrain.yaml" \
-    "run.device=$DEVICE" "run.device_tasks=$tasks_on_device" "run.time_budget_s=$pre" || return 1
+    "run.device=$DEVICE" "run.device_tasks=$tasks_on_device" "run.time_budget_s=$pre" || { say "config failed: $FUNCNAME"; return 1; }
   say "cnaps: pre-training the backbone, time_budget_s=$pre"
   guarded 60 "${CLI[@]}" run "$OUT/configs/pretrain.yaml" --out "$OUT/pretrain" > "$OUT/logs/pretrain.log" 2>&1
   say "cnaps: pre-training done (rc $?)"
@@ -94,10 +94,11 @@ chain_cnaps() {
   fi
   # 16 runs on 2 workers: 8 train for `budget` s, every run pays ~OVERHEAD s (start, data, test)
   local overhead=${CNAPS_RUN_OVERHEAD:-20}
-  local budget; budget=$(at_least $(( (2 * ($(left) - 20) - 16 * overhead) / 8 )) 5)
+  # (40 s for the comparison's own start and report)
+  local budget; budget=$(at_least $(( (2 * ($(left) - 40) - 16 * overhead) / 8 )) 5)
   "${CONF[@]}" experiments/compare_cnaps_omniglot_gpu.yaml "$OUT/configs/cnaps.yaml" "run.device=$DEVICE" \
     "run.device_tasks=$tasks_on_device" "run.time_budget_s=$budget" "run.test_tasks=$TEST_TASKS" \
-    "learner.backbone=$backbone" "model.hidden=$hidden" || return 1
+    "learner.backbone=$backbone" "model.hidden=$hidden" || { say "config failed: $FUNCNAME"; return 1; }
   say "cnaps: compare, time_budget_s=$budget per FiLM learner, backbone $backbone"
   guarded 5 "${CLI[@]}" compare "$OUT/configs/cnaps.yaml" --out "$OUT/cnaps" --workers 2 --quiet
   say "cnaps: done (rc $?)"
@@ -105,7 +106,7 @@ chain_cnaps() {
 
 chain_mann() {
   local device=$MANN_DEVICE
-  "${CONF[@]}" experiments/compare_mann_omniglot_gpu.yaml "$OUT/configs/mann_probe.yaml" || return 1
+  "${CONF[@]}" experiments/compare_mann_omniglot_gpu.yaml "$OUT/configs/mann_probe.yaml" || { say "config failed: $FUNCNAME"; return 1; }
   if [ "$device" = auto ]; then
     device=$DEVICE
     if [ "$DEVICE" != cpu ] || [ "${FORCE_PROBE:-0}" = 1 ]; then  # both probes at once, ~30 s
@@ -137,7 +138,7 @@ EOF
   local ff; ff=$(at_most 60 "$budget")
   "${CONF[@]}" experiments/compare_mann_omniglot_gpu.yaml "$OUT/configs/mann.yaml" "run.device=$device" \
     "outer.meta_batch=$batch" "run.time_budget_s=$budget" "fillers.feedforward.run.time_budget_s=$ff" \
-    "run.test_tasks=$TEST_TASKS" || return 1
+    "run.test_tasks=$TEST_TASKS" || { say "config failed: $FUNCNAME"; return 1; }
   say "mann: compare on $device, $batch episodes a step, time_budget_s=$budget (feed-forward $ff)"
   guarded 5 "${CLI[@]}" compare "$OUT/configs/mann.yaml" --out "$OUT/mann" --workers 3 --quiet
   say "mann: done (rc $?)"
