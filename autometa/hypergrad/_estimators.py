@@ -133,7 +133,8 @@ def _surrogate(meta: Meta, grads: Meta) -> Tensor:
             term = (meta[k] * g.detach()).sum()
             total = term if total is None else total + term
     if total is None:
-        return torch.zeros((), dtype=next(iter(meta.values())).dtype)
+        like = next(iter(meta.values()))
+        return torch.zeros((), dtype=like.dtype, device=like.device)
     return total
 
 

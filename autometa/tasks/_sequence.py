@@ -106,7 +106,9 @@ class SequenceClassification(TaskDistribution):
 
     def sample(self, batch_size: int, generator: torch.Generator) -> TaskBatch:
         grouped = self._episodes.sample(batch_size, generator)  # (B, length) grouped by class 0..ways-1
-        order = torch.rand(batch_size, self.length, generator=generator).argsort(dim=1)
+        # drawn where the generator is (as FewShotClassification draws), applied where the images are
+        order = torch.rand(batch_size, self.length, generator=generator, device=generator.device).argsort(dim=1)
+        order = order.to(grouped.support_y.device)
         x = torch.gather(grouped.support_x, 1, order.view(*order.shape, *[1] * (grouped.support_x.dim() - 2))
                          .expand_as(grouped.support_x))
         y = torch.gather(grouped.support_y, 1, order)

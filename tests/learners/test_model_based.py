@@ -119,6 +119,32 @@ def test_a_label_is_shown_one_step_late(name):
     assert not torch.allclose(before[:, t + 1], after[:, t + 1])  # and step t + 1 sees it
 
 
+@pytest.mark.parametrize("name", ["mann", "sequence_lstm", "sequence_feedforward"])
+def test_sequence_learners_make_every_tensor_on_the_input_device(name):
+    # on the meta device every op runs without data; a tensor made on the CPU (a torch.zeros
+    # without device=) would meet the meta tensors and raise, as it would meet CUDA ones on a GPU
+    learner = make_sequence_learner(name).to("meta")
+    x = torch.empty(2, 9, 1, 6, 6, device="meta")
+    labels = torch.empty(2, 9, dtype=torch.long, device="meta")
+    assert learner.sequence_logits(x, labels).device.type == "meta"
+
+
+def test_metanet_and_cnaps_parts_make_every_tensor_on_the_input_device():
+    meta = "meta"
+    features, labels = torch.empty(5, 4, device=meta), torch.zeros(5, dtype=torch.long, device=meta)
+    assert preprocess_gradient(torch.empty(4, 3, device=meta)).device.type == meta
+    assert contrastive_loss(features, labels).device.type == meta
+    assert head_gradients(features, torch.empty(5, 3, device=meta), labels).device.type == meta
+    assert covariance(features).device.type == meta
+    chol_ready = torch.eye(4, device=meta).expand(3, 4, 4).contiguous()
+    assert mahalanobis_logits(torch.empty(6, 4, device=meta), torch.empty(3, 4, device=meta),
+                              chol_ready).device.type == meta
+    net = Conv4(1, None, hidden=8).to(meta)
+    film = [torch.ones(8, device=meta)] * 4, [torch.zeros(8, device=meta)] * 4
+    out = film_conv4_forward(net, dict(net.named_parameters()), torch.empty(2, 1, 28, 28, device=meta), *film)
+    assert out.device.type == meta
+
+
 def test_per_instance_accuracy_matches_a_naive_count():
     learner = make_sequence_learner("sequence_lstm", instances=3)
     labels = torch.tensor([[0, 1, 0, 2, 1, 0, 2, 2, 1]])
