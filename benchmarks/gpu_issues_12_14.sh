@@ -44,6 +44,21 @@ print(json.dumps(info, indent=1))
 PY
 cp "$work/env.json" "$out/env.json"
 cat "$work/env.json" | tee -a "$log"
+# MPS lets the ~20 processes' small kernels share the GPU instead of time-slicing whole contexts; it is
+# used only if a CUDA client works under it within 60 s (MPS=0 skips it)
+if [[ ${MPS:-1} == 1 ]] && command -v nvidia-cuda-mps-control > /dev/null; then
+  export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps_pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps_log
+  mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+  if nvidia-cuda-mps-control -d && timeout 60 $py -c "import torch; print(torch.ones(8, device='cuda').sum().item())"; then
+    say "MPS: on"
+  else
+    echo quit | nvidia-cuda-mps-control 2> /dev/null
+    unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+    say "MPS: could not be used; processes time-slice the GPU"
+  fi
+else
+  say "MPS: off"
+fi
 (nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 5 > "$work/gpu_util.csv" 2>&1 &)
 (while sleep 45; do pack; done) & packer=$!
 
@@ -59,6 +74,7 @@ fi
 wait $d; say "distillation part: exit $?"
 [[ -n "$m" ]] && { wait "$m"; say "model-based part: exit $?"; }
 pkill -f "nvidia-smi --query-gpu" 2>/dev/null
+[[ -n "${CUDA_MPS_PIPE_DIRECTORY:-}" ]] && { echo quit | nvidia-cuda-mps-control 2> /dev/null; }
 kill $packer 2>/dev/null
 cp "$work/distill/summary.md" "$out/distill_summary.md" 2>/dev/null
 cp "$work/gpu_util.csv" "$out/" 2>/dev/null
