@@ -405,3 +405,19 @@ def test_a_time_budget_stops_distillation_after_the_iteration_it_runs_out_in():
     torch.testing.assert_close(cut.history[0]["loss"], full.history[0]["loss"])
     with pytest.raises(ConfigError, match="time_budget_s"):
         DC(ipc=1, time_budget_s=0)
+
+
+def test_augmentations_training_and_matching_make_every_tensor_on_the_input_device():
+    # on the meta device every op runs without data; a tensor made on the CPU (a mask, a label, a step
+    # size without device=) would meet the meta tensors and raise, as it would meet CUDA ones on a GPU
+    x, y = torch.empty(12, 1, 8, 8, device="meta"), torch.zeros(12, dtype=torch.long, device="meta")
+    for op in ("color", "crop", "cutout", "flip", "scale", "rotate"):
+        assert dsa(x, op, 1).is_meta and dsa(x, op, 1, shared=False).is_meta
+    for op in ("crop", "scale", "rotate", "noise"):
+        assert dc_augment(x, op, 2).is_meta
+    net = build_convnet((1, 8, 8), 3, TINY, seed=0, device="meta")
+    assert mean_embedding_distances(net, [x[:4], x[4:]], [x[:1], x[1:2]]).is_meta
+    params = {k: v.detach().requires_grad_(True) for k, v in net.named_parameters()}
+    assert unrolled_real_loss(net, params, x[:3], y[:3], torch.full((2,), 0.1, device="meta"), x, y).is_meta
+    protocol = EvalProtocol(epochs=2, augment="crop_scale_rotate", augment_mode="dc", net=tuple(TINY.items()))
+    assert train_on_support(x, y, 3, protocol, seed=0).classifier.weight.is_meta
