@@ -101,6 +101,29 @@ class L2O(Learner):
                               f"Got {self.estimator!r}.")
         self._problem: TaskBatch | None = None  # the problem truncated BPTT is working through
 
+    def get_extra_state(self) -> dict:
+        """The truncated-BPTT problem in progress (its tasks, step, iterates and rule state), saved with the
+        weights so that a run resumed from a checkpoint continues it as an uninterrupted run does; empty
+        when no problem is in progress. Tensors and plain containers only (``weights_only`` loading)."""
+        carry = getattr(self.estimator, "_carry", None)
+        if self._problem is None or carry is None:
+            return {}
+        step, params, state = carry
+        batch = self._problem
+        return {"step": step, "params": dict(params), "state": dict(state), "support_x": batch.support_x,
+                "support_y": batch.support_y, "query_x": batch.query_x, "query_y": batch.query_y,
+                "info": dict(batch.info)}
+
+    def set_extra_state(self, extra: dict) -> None:
+        if not extra:
+            self._problem = None
+            if isinstance(self.estimator, TruncatedBPTT):
+                self.estimator.reset()
+            return
+        self._problem = TaskBatch(extra["support_x"], extra["support_y"], extra["query_x"], extra["query_y"],
+                                  dict(extra["info"]))
+        self.estimator._carry = (int(extra["step"]), dict(extra["params"]), dict(extra["state"]))
+
     def meta_params(self) -> dict[str, Tensor]:
         """ω: the optimizer filler's meta-parameters, named ``optimizer.*`` (empty for a hand-crafted rule)."""
         return {f"optimizer.{k}": v for k, v in self.optimizer.meta_params().items()}

@@ -184,3 +184,14 @@ def test_bad_settings_are_config_errors():
         build_learner({"name": "l2o"}, MLP(1, 1), "regression")
     with pytest.raises(ValueError, match="eval_steps"):
         L2O(MLP(4, 2, (3,)), eval_steps=0)
+
+
+def test_a_run_resumed_inside_a_truncated_bptt_problem_matches_an_uninterrupted_one(tmp_path):
+    # horizon 10, length 5: each problem spans two meta-steps, so after 3 steps a problem is half done
+    # and the resumed run must continue it (its tasks, iterates and LSTM state), not start a new one
+    full = run_experiment(QUADRATIC_RUN, tmp_path / "full")
+    part = tmp_path / "part"
+    run_experiment(QUADRATIC_RUN, part, overrides=["outer.steps=3"])
+    resumed = run_experiment(QUADRATIC_RUN, part, resume=True, overrides=["outer.steps=8"])
+    assert resumed["resumed_from_step"] == 3
+    assert resumed["test"]["loss"] == full["test"]["loss"]
