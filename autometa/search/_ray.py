@@ -68,6 +68,7 @@ from pathlib import Path
 import ray
 from ray import tune
 
+from autometa._plugins import loaded_plugins
 from autometa.errors import ClusterUnreachableError, ConfigError
 from autometa.search._common import BackendRun, Settings, TrialDiverged, TrialPruned, TrialRecord, error_text
 from autometa.search._space import SearchSpace, parse_space
@@ -140,15 +141,21 @@ class _Trainable:
     A class (not a closure) so that Ray pickles it by value with the objective it holds.
     """
 
-    def __init__(self, objective, space: dict, metric_names: list[str], n_objectives: int, numbering: _Numbering):
+    def __init__(self, objective, space: dict, metric_names: list[str], n_objectives: int, numbering: _Numbering,
+                 plugins: list[str] = ()):
         self.objective = objective
+        self.plugins = list(plugins)  # the driver's --plugin files: a worker registers what they register
         self.space = space
         self.metric_names = metric_names
         self.n_objectives = n_objectives
         self.numbering = numbering
 
     def __call__(self, config: dict) -> None:
+        from autometa._plugins import load_plugin
         from autometa.hypergrad._batching import GPU_SHARE_VARIABLE
+
+        for path in self.plugins:  # the same path on every node of a cluster
+            load_plugin(path)
 
         gpus = ray.get_runtime_context().get_assigned_resources().get("GPU")
         if gpus:  # the trial's vmap memory budget is taken from its share of the GPU (autometa.hypergrad)
@@ -576,7 +583,8 @@ def run(objective, space: SearchSpace, settings: Settings) -> BackendRun:
         callback = _JournalCallback(str(journal_path) if journal_path else None, hook_key, space.to_dict(),
                                     list(settings.metric_names), numbering)
         trainable = tune.with_resources(
-            _Trainable(objective, space.to_dict(), settings.metric_names, settings.n_objectives, numbering),
+            _Trainable(objective, space.to_dict(), settings.metric_names, settings.n_objectives, numbering,
+                       loaded_plugins()),
             settings.resources or {"cpu": 1})
         started = init_ray(settings)
         try:
