@@ -79,6 +79,12 @@ def lru_memory_step(memory: Tensor, usage: Tensor, read_weights: Tensor, keys: T
     Returns:
         ``(memory, usage, read_weights, reads)`` after the step; ``reads`` is ``(B, H, W)``.
 
+    Deviation: the paper sets "the least used memory location" to zero before writing, and both
+    public reimplementations (tristandeleu/ntm-one-shot, snowkylin/ntm) zero that one slot; here all
+    ``H`` slots that ``w^lu`` marks are zeroed, so that every slot an unused-slot write reaches
+    starts empty. (With 4 heads and 128 slots a slot is erased about 32 steps after its last
+    write; on an easy episode stream this memory learns, see benchmarks/modelbased/mann_probe.py.)
+
     References: Santoro et al. 2016, equations (4)-(8).
     """
     lu = least_used(usage, keys.shape[1])  # (B, N)
