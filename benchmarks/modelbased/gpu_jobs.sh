@@ -25,7 +25,7 @@
 # the device of the MANN comparison (auto: the one with more meta-steps a second by the speed probe,
 # 64 episodes a step on DEVICE, 16 on a CPU core);
 # TEST_TASKS [600]; PYTHON [python3]; AUTOMETA_DATA must name the folder holding omniglot.npz
-# (images28 is enough); MARGIN_METANET [110] and MARGIN_MANN [75] seconds kept for start-up, test
+# (images28 is enough); MARGIN_METANET [110] and MARGIN_MANN [60] seconds kept for start-up, test
 # and report after those comparisons' meta-training; CNAPS_RUN_OVERHEAD [20] seconds per CNAPs
 # run besides meta-training. A CPU dry run of the plumbing (FORCE_PROBE=1 runs the probe on cpu):
 #     DEVICE=cpu TEST_TASKS=10 FORCE_PROBE=1 MARGIN_METANET=230 MARGIN_MANN=220 CNAPS_RUN_OVERHEAD=10 \
@@ -134,7 +134,7 @@ EOF
   # (the paper's) is 4x cheaper than one of 64, on a GPU about as dear, so a CPU gets 16
   local batch=64
   [ "$device" = cpu ] && batch=16
-  local budget; budget=$(at_least $(( $(left) - ${MARGIN_MANN:-75} )) 10)
+  local budget; budget=$(at_least $(( $(left) - ${MARGIN_MANN:-60} )) 10)
   local ff; ff=$(at_most 60 "$budget")
   "${CONF[@]}" experiments/compare_mann_omniglot_gpu.yaml "$OUT/configs/mann.yaml" "run.device=$device" \
     "outer.meta_batch=$batch" "run.time_budget_s=$budget" "fillers.feedforward.run.time_budget_s=$ff" \
