@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from autometa.slots._image import affine_resample
+
 #: strength-1 values of each operation's parameter
 RANGES = {"shear": 0.3, "translate": 0.45, "rotate": 30.0, "enhance": 0.9, "posterize_bits": 4, "cutout": 0.2}
 
@@ -55,12 +57,6 @@ def _straight_through(out: Tensor, m: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- geometric
-
-def affine_resample(x: Tensor, theta: Tensor) -> Tensor:
-    """Resample ``x`` at ``theta @ [u, v, 1]`` (normalised coordinates), zeros outside, bilinear."""
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
 
 def _theta(rows: list[list[Tensor]]) -> Tensor:
     return torch.stack([torch.stack(r, -1) for r in rows], -2)

@@ -7,8 +7,8 @@ the same draw; "siamese"). As in the reference code, mode ``"single"`` picks one
 per call (``color`` = brightness, saturation, contrast; ``crop``; ``cutout``; ``flip``; ``scale``;
 ``rotate``), mode ``"multiple"`` applies them all in turn. Digits get no flips (:func:`strategy_for`).
 
-The resampling primitive (bilinear, zeros outside) is the augmentation slot's own
-(:func:`autometa.slots.augmentation._ops.affine_resample`), so the two slots warp images identically; the
+The resampling primitive (bilinear, zeros outside) is shared with the augmentation slot
+(:func:`autometa.slots._image.affine_resample`), so the two slots warp images identically; the
 operations differ because the methods do (DSA's draws and ranges are not AutoAugment's).
 """
 
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from autometa.errors import ConfigError
-from autometa.slots.augmentation._ops import affine_resample
+from autometa.slots._image import affine_resample
 
 DEFAULT_STRATEGY = "color_crop_cutout_flip_scale_rotate"
 DIGITS = ("mnist", "digits", "svhn", "usps")
