@@ -64,17 +64,6 @@ ARM_KEYS = {"kind", "architecture", "budget", "label"}
 KINDS = ("searched", "hand-crafted")
 
 
-def is_architecture_study(source) -> bool:
-    """Whether ``source`` (a YAML path or a dict) is an architecture study (``study: architecture``)."""
-    if source is None:
-        return False
-    try:
-        raw = read_mapping(source, "Comparison config", "experiments/architecture_fashion_mnist.yaml")
-    except ConfigError:
-        return False  # the comparison loader reports it
-    return raw.get("study") == STUDY
-
-
 def arm_architecture(config: dict, arm: dict) -> dict:
     """The arm's filler spec with the study's ``cell`` keys that its filler takes filled in."""
     from autometa.slots import FILLERS

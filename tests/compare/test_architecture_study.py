@@ -10,11 +10,11 @@ import pytest
 from autometa.compare import compare
 from autometa.compare._architecture import (
     arm_architecture,
-    is_architecture_study,
     load_architecture_study,
     search_budget,
 )
 from autometa.compare._stats import nested_difference, nested_interval
+from autometa.compare._studies import study_name
 from autometa.errors import ConfigError
 from tests.conftest import needs_data
 
@@ -62,8 +62,9 @@ def test_smoke_study_pairs_arms_matches_the_random_search_budget_and_resumes(tmp
 
 
 def test_study_configs_are_recognised_and_validated_as_a_whole():
-    assert is_architecture_study(SMOKE) and is_architecture_study("experiments/architecture_fashion_mnist.yaml")
-    assert not is_architecture_study("experiments/weighting_fashion_mnist.yaml")
+    assert study_name(SMOKE) == "architecture"
+    assert study_name("experiments/architecture_fashion_mnist.yaml") == "architecture"
+    assert study_name("experiments/weighting_fashion_mnist.yaml") != "architecture"
     full = load_architecture_study("experiments/architecture_fashion_mnist.yaml")
     assert full["data"] == {"name": "fashion_mnist", "search_images": 20000, "test_images": 10000}
     assert len(full["seeds"]) >= 3

@@ -121,6 +121,15 @@ class _Distiller(DataFiller):
         self.history = []
         return classes, g, _class_index(y, classes), optimizer, time.process_time(), time.perf_counter()
 
+    def _class_pair(self, x: Tensor, by_class: list[Tensor], c: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Class ``c``'s real batch and synthetic images, both given one shared DSA draw when ``augment`` is set."""
+        real = _real_batch(x, by_class[c], self.batch_real, g)
+        syn = self.images[c * self.ipc:(c + 1) * self.ipc]
+        if self.augment is not None:
+            shared = _seed(g)
+            real, syn = dsa(real, self.augment, shared), dsa(syn, self.augment, shared)
+        return real, syn
+
     def _initial_images(self, x: Tensor, y: Tensor, classes: int, g: torch.Generator) -> Tensor:
         if self.init == "real":
             return real_per_class(x, y, classes, self.ipc, g).clone()
@@ -213,11 +222,7 @@ class DC(_Distiller):
         for step in range(outer):
             optimizer.zero_grad(set_to_none=True)
             for c in range(classes):
-                real = _real_batch(x, by_class[c], self.batch_real, g)
-                syn = self.images[c * self.ipc:(c + 1) * self.ipc]
-                if self.augment is not None:
-                    shared = _seed(g)
-                    real, syn = dsa(real, self.augment, shared), dsa(syn, self.augment, shared)
+                real, syn = self._class_pair(x, by_class, c, g)
                 target = torch.full((len(real),), c, device=x.device)
                 grads_real = torch.autograd.grad(F.cross_entropy(net(real), target), params)
                 grads_syn = torch.autograd.grad(F.cross_entropy(net(syn), target[:len(syn)]), params,
@@ -268,11 +273,7 @@ class DM(_Distiller):
             optimizer.zero_grad(set_to_none=True)
             reals, syns = [], []
             for c in range(classes):
-                real = _real_batch(x, by_class[c], self.batch_real, g)
-                syn = self.images[c * self.ipc:(c + 1) * self.ipc]
-                if self.augment is not None:
-                    shared = _seed(g)
-                    real, syn = dsa(real, self.augment, shared), dsa(syn, self.augment, shared)
+                real, syn = self._class_pair(x, by_class, c, g)
                 reals.append(real)
                 syns.append(syn)
             loss = mean_embedding_distances(net, reals, syns).sum()
