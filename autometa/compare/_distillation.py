@@ -2,7 +2,8 @@
 
 One config names the datasets, the images per class, the arms (fillers of the data slot), the
 synthetic sets per arm (``sets``: filler seeds) and the evaluation networks per set
-(``eval_nets``). Every arm is scored by the *same* protocol (:class:`autometa.slots.data.EvalProtocol`:
+(``eval_nets``; an arm may set its own ``sets`` and ``eval_nets``). Every arm is scored by the *same*
+protocol (:class:`autometa.slots.data.EvalProtocol`:
 ConvNet-3 trained from scratch on the set, tested on real test images); an arm may override the
 evaluation's augmentation only (DSA and DM are evaluated with DSA augmentation in their papers).
 ``augment: auto`` means the full DSA strategy, without flips for digit datasets.
@@ -52,7 +53,7 @@ DEFAULTS: dict = {
     "precision": "fp32",       # fp32 (TF32 off, as the papers' float32), tf32, or torch's own settings
     "arms": {},
 }
-ARM_KEYS = {"filler", "evaluation", "sets"}
+ARM_KEYS = {"filler", "evaluation", "sets", "eval_nets"}
 # net: ConvNet arguments (smoke tests only)
 EVAL_KEYS = {"epochs", "augment", "augment_mode", "test_size", "lr", "batch_size", "net"}
 # (mean, std) used to normalise the images, as the reference code does
@@ -150,6 +151,8 @@ def load_study_config(source) -> dict:
         sets = arm.get("sets", config["sets"])
         if not isinstance(sets, list) or not sets or not all(_is_int(v, 0) for v in sets):
             problems.append(f"arm {name!r}: sets must be a non-empty list of integers. Got {sets!r}")
+        if "eval_nets" in arm and not _is_int(arm["eval_nets"], 1):
+            problems.append(f"arm {name!r}: eval_nets must be an integer >= 1. Got {arm['eval_nets']!r}")
         evaluation = {**config["evaluation"], **arm.get("evaluation", {})}
         problems += [f"arm {name!r}: unknown evaluation key {k!r}{did_you_mean(k, EVAL_KEYS)}"
                      for k in evaluation if k not in EVAL_KEYS]
@@ -224,7 +227,7 @@ def run_one(config: dict, arm_name: str, arm: dict, dataset: str, ipc: int, seed
               title=f"{arm_name} on {dataset}, {ipc}/class, set {seed}")
     protocol, test_size = protocol_for(config, arm, dataset)
     x_test, y_test = _test_subset(data, test_size)
-    seeds = [1000 * seed + k for k in range(config["eval_nets"])]
+    seeds = [1000 * seed + k for k in range(arm.get("eval_nets", config["eval_nets"]))]
     evaluation = evaluate_support(x_set, y_set, x_test, y_test, protocol, seeds=seeds,
                                   classes=int(data["y"].max()) + 1)
     return {"filler": spec, **fit, "eval_cpu_s": evaluation["cpu_s"], "eval_wall_s": evaluation["wall_s"],

@@ -18,8 +18,9 @@ def test_smoke_study_runs_every_filler_through_compare(tmp_path):
     summary = result["summary"]
     assert {s["arm"] for s in summary.values()} == {"random_real", "herding", "k_center", "forgetting", "dd", "dc",
                                                     "dsa", "dm", "mtt"}
-    for s in summary.values():
-        assert s["n"] == 2 and 0.0 <= s["mean"] <= 100.0 and s["fit_cpu_s_per_set"] >= 0.0
+    for s in summary.values():  # random_real's own eval_nets (3) overrides the study's (2)
+        assert s["n"] == (3 if s["arm"] == "random_real" else 2)
+        assert 0.0 <= s["mean"] <= 100.0 and s["fit_cpu_s_per_set"] >= 0.0
     assert summary["digits|1|random_real"]["mean"] > 20.0  # 10 classes: well above chance after 30 epochs
     out = tmp_path / "out"
     saved = load_dataset(str(out / "sets" / "digits_ipc1_dm_set0.npz"))
@@ -37,13 +38,15 @@ def test_study_config_errors_are_reported_together():
     assert study_name(SMOKE) == "distillation"
     bad = {"study": "distillation", "datasets": ["cifar"], "ipc": [0], "eval_nets": 0, "epochz": 3, "device": "tpu",
            "precision": "fp8",
-           "arms": {"a": {"filler": {"name": "dc", "iterashuns": 2}}, "b": {"evaluation": {}}}}
+           "arms": {"a": {"filler": {"name": "dc", "iterashuns": 2}}, "b": {"evaluation": {}},
+                    "c": {"filler": "random_real", "eval_nets": 0}}}
     with pytest.raises(ConfigError) as info:
         load_study_config(bad)
     message = str(info.value)
     for fragment in ("datasets must be", "ipc must be", "eval_nets must be", "unknown key 'epochz'",
                      "arm 'a'", "iterashuns", "arm 'b' must be a mapping with a `filler`", "reference must name",
-                     "Got 'tpu'", "precision must be one of"):
+                     "Got 'tpu'", "precision must be one of",
+                     "arm 'c': eval_nets must be an integer >= 1. Got 0"):
         assert fragment in message
 
 
