@@ -11,7 +11,9 @@ evaluation's augmentation only (DSA and DM are evaluated with DSA augmentation i
 For every (dataset, ipc, arm, set) the runner fits the filler (its CPU seconds recorded), saves the set
 as ``sets/<dataset>_ipc<k>_<arm>_set<s>.npz`` (readable by ``autometa.data.load_dataset``) with a PNG
 grid, and trains ``eval_nets`` fresh networks on it. The summary gives mean ± std over all
-networks x sets (as papers report), the published number and the gap to it.
+networks x sets (as papers report), the published number and the gap to it. A distiller's ``init`` may name
+such a saved ``.npz`` (a warm start: refine one method's set with another, or fit on after a
+``time_budget_s`` stop); the run records the file's SHA-256.
 
 Example config: ``experiments/distill_smoke.yaml`` (``study: distillation``); run it with
 ``autometa compare CONFIG --out DIR``.
@@ -20,6 +22,7 @@ Example config: ``experiments/distill_smoke.yaml`` (``study: distillation``); ru
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -35,7 +38,14 @@ from autometa.errors import ConfigError
 from autometa.experiment._config import _device_problem, deep_merge, read_mapping
 from autometa.hypergrad import check_precision, precision, precision_state
 from autometa.slots import build_filler
-from autometa.slots.data import EvalProtocol, evaluate_support, save_grid, save_support, strategy_for
+from autometa.slots.data import (
+    EvalProtocol,
+    evaluate_support,
+    per_class_labels,
+    save_grid,
+    save_support,
+    strategy_for,
+)
 
 STUDY = "distillation"
 DEFAULTS: dict = {
@@ -93,6 +103,26 @@ def _filler_spec(arm: dict, ipc: int, seed: int, dataset: str) -> dict:
         spec["augment"] = strategy_for(dataset, "color_crop_cutout_flip_scale_rotate" if spec["augment"] == "auto"
                                        else spec["augment"])
     return spec
+
+
+def _init_file(spec: dict) -> Path | None:
+    """The saved set (``init: path/to/set.npz``, relative to the working directory) a filler spec starts from."""
+    init = spec.get("init")
+    return Path(init) if isinstance(init, str) and init.endswith(".npz") else None
+
+
+def load_init(path: Path, ipc: int, data: dict) -> torch.Tensor:
+    """A set saved by a study (``save_support``'s ``.npz``) as starting images, normalised as ``data["x"]``,
+    checked to hold ``ipc`` images of every class in class order."""
+    saved = load_dataset(str(path))
+    x, y = np.asarray(saved.x, dtype=np.float32), np.asarray(saved.y)
+    classes = int(data["y"].max()) + 1
+    expected = per_class_labels(classes, ipc).numpy()
+    if y.shape != expected.shape or (y != expected).any() or tuple(x.shape[1:]) != tuple(data["x"].shape[1:]):
+        raise ConfigError(f"init: {str(path)!r} holds {len(y)} images of shape {tuple(x.shape[1:])} with "
+                          f"{np.bincount(y, minlength=classes).tolist()} per class; a start for ipc={ipc} needs "
+                          f"{ipc} of each of {classes} classes, in class order, of shape {tuple(data['x'].shape[1:])}.")
+    return ((torch.from_numpy(x) - data["mean"]) / data["std"]).to(data["x"].device)
 
 
 def protocol_for(config: dict, arm: dict, dataset: str) -> tuple[EvalProtocol, int | None]:
@@ -158,7 +188,14 @@ def load_study_config(source) -> dict:
                      for k in evaluation if k not in EVAL_KEYS]
         try:
             for ipc in config["ipc"] if isinstance(config["ipc"], list) else []:
-                build_filler("data", _filler_spec(arm, ipc, 0, "mnist"))
+                spec = _filler_spec(arm, ipc, 0, "mnist")
+                init = _init_file(spec)
+                if init is not None:
+                    if not init.is_file():
+                        raise ConfigError(f"init names the saved set {str(init.resolve())!r}, which does not "
+                                          f"exist. Name a sets/*.npz file a study wrote.")
+                    spec["init"] = "real"  # the file's contents are checked against the data at run time
+                build_filler("data", spec)
             protocol_for(config, arm, "mnist")
         except (ConfigError, TypeError) as exc:
             problems.append(f"arm {name!r}: {exc}")
@@ -209,7 +246,8 @@ def run_one(config: dict, arm_name: str, arm: dict, dataset: str, ipc: int, seed
         x_set, y_set, fit = fitted[key]
         log(f"    [{dataset} ipc{ipc} {arm_name} set{seed}] the same filler was fitted for another arm: reused")
     else:
-        filler = build_filler("data", spec)
+        init = _init_file(spec)
+        filler = build_filler("data", spec if init is None else {**spec, "init": load_init(init, ipc, data)})
         start_cpu, start_wall = time.process_time(), time.perf_counter()
         filler.fit(data["x"], data["y"], log=lambda m: log(f"    [{dataset} ipc{ipc} {arm_name} set{seed}] {m}"))
         history = filler.history
@@ -217,6 +255,8 @@ def run_one(config: dict, arm_name: str, arm: dict, dataset: str, ipc: int, seed
                "loss_first": history[0].get("loss") if history else None,
                "loss_last": history[-1].get("loss") if history else None, "iterations": len(history),
                "budget_stop": bool(getattr(filler, "budget_stop", False))}
+        if init is not None:  # what the warm start started from, so a moved or rewritten file is noticed
+            fit["init_sha256"] = hashlib.sha256(init.read_bytes()).hexdigest()
         x_set, y_set = (t.detach() for t in filler.support())
         if fitted is not None:
             fitted[key] = (x_set, y_set, fit)

@@ -1,7 +1,9 @@
 """The data-slot study through `autometa compare` (smoke tier) and its config validation."""
 
+import hashlib
 import json
 
+import numpy as np
 import pytest
 
 from autometa.compare import compare
@@ -54,3 +56,23 @@ def test_published_numbers_are_those_of_the_issue():
     assert PUBLISHED[("mnist", "dc", 1)] == 91.7 and PUBLISHED[("mnist", "dc", 10)] == 97.4
     assert PUBLISHED[("fashion_mnist", "dc", 1)] == 70.5 and PUBLISHED[("fashion_mnist", "dc", 10)] == 82.3
     assert PUBLISHED[("mnist", "random_real", 1)] == 64.9 and PUBLISHED[("fashion_mnist", "random_real", 1)] == 51.4
+
+
+def test_an_arm_starts_from_a_set_another_study_saved(tmp_path):
+    # a warm start: `init` names a saved .npz; the study normalises it as the data and records its hash
+    from autometa.compare._distillation import run_study
+
+    base = {"study": "distillation", "datasets": ["digits"], "ipc": [2], "sets": [0], "eval_nets": 1,
+            "evaluation": {"epochs": 1, "net": {"width": 4, "depth": 1}}, "reference": "a"}
+    first = dict(base, arms={"a": {"filler": "random_real"}})
+    run_study(first, tmp_path / "first", log=lambda m: None)
+    start = tmp_path / "first" / "sets" / "digits_ipc2_a_set0.npz"
+    warm = dict(base, arms={"a": {"filler": {"name": "dm", "iterations": 0, "init": str(start)}}})
+    result = run_study(warm, tmp_path / "warm", log=lambda m: None)
+    again = load_dataset(str(tmp_path / "warm" / "sets" / "digits_ipc2_a_set0.npz"))
+    np.testing.assert_allclose(again.x, load_dataset(str(start)).x, atol=1e-5)  # 0 iterations: the start itself
+    assert result["results"]["digits|2|a"][0]["init_sha256"] == hashlib.sha256(start.read_bytes()).hexdigest()
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_study_config(dict(warm, arms={"a": {"filler": {"name": "dm", "init": str(tmp_path / "no.npz")}}}))
+    with pytest.raises(ConfigError, match="a start for ipc=3 needs 3 of each of 10 classes"):
+        run_study(dict(warm, ipc=[3]), tmp_path / "wrong_ipc", log=lambda m: None)

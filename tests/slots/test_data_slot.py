@@ -421,3 +421,21 @@ def test_augmentations_training_and_matching_make_every_tensor_on_the_input_devi
     assert unrolled_real_loss(net, params, x[:3], y[:3], torch.full((2,), 0.1, device="meta"), x, y).is_meta
     protocol = EvalProtocol(epochs=2, augment="crop_scale_rotate", augment_mode="dc", net=tuple(TINY.items()))
     assert train_on_support(x, y, 3, protocol, seed=0).classifier.weight.is_meta
+
+
+def test_a_distiller_starts_from_given_images_and_fits_on_from_them():
+    x, y = tiny_set()
+    first = DM(ipc=2, iterations=3, batch_real=4, net=TINY).fit(x, y)
+    start = first.images.detach().clone()
+    # no iteration: the start itself
+    held = DC(ipc=2, iterations=0, outer_loop=1, inner_loop=1, init=start, net=TINY).fit(x, y)
+    torch.testing.assert_close(held.support()[0], start, rtol=0, atol=0)
+    assert held.support()[0].data_ptr() != start.data_ptr()  # a copy: fitting on never writes to the caller's
+    on = DM(ipc=2, iterations=2, batch_real=4, net=TINY, init=start).fit(x, y)
+    assert not torch.equal(on.images, start) and torch.equal(start, first.images.detach())
+    with pytest.raises(ConfigError, match=r"ipc=|per class of 3 classes"):
+        DM(ipc=3, iterations=1, init=start, net=TINY).fit(x, y)
+    with pytest.raises(ConfigError, match="must be one of"):
+        DM(ipc=2, init="zeros")
+    with pytest.raises(ConfigError, match="float tensor"):
+        DM(ipc=2, init=torch.zeros(6, 8, 8))

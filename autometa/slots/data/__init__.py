@@ -19,7 +19,7 @@ Example::
 
 from autometa.slots._base import register_filler
 from autometa.slots.data._augment import DEFAULT_STRATEGY, DCAugParams, DSAParams, dc_augment, dsa, strategy_for
-from autometa.slots.data._base import DataFiller
+from autometa.slots.data._base import DataFiller, per_class_labels
 from autometa.slots.data._convnet import ConvNet, build_convnet
 from autometa.slots.data._coreset import Forgetting, Herding, KCenter, RandomReal
 from autometa.slots.data._distill import (
@@ -42,6 +42,6 @@ for _name, _cls in {"random_real": RandomReal, "herding": Herding, "k_center": K
 
 __all__ = ["DC", "DC_LOOPS", "DD", "DEFAULT_STRATEGY", "DM", "DSA", "MTT", "ConvNet", "DCAugParams", "DSAParams",
            "DataFiller", "EvalProtocol", "Forgetting", "Herding", "KCenter", "RandomReal", "accuracy", "build_convnet",
-           "dc_augment", "dsa", "evaluate_support", "gradient_match_distance", "mean_embedding_distances", "save_grid",
-           "save_support", "strategy_for",
+           "dc_augment", "dsa", "evaluate_support", "gradient_match_distance", "mean_embedding_distances",
+           "per_class_labels", "save_grid", "save_support", "strategy_for",
            "train_on_support", "unrolled_real_loss"]

@@ -101,8 +101,13 @@ class _Distiller(DataFiller):
         check_positive(name, "lr_images", lr_images)
         check_int(name, "batch_real", batch_real)
         check_int(name, "log_every", log_every)
-        if init not in self.INITS:
-            raise ConfigError(f"The `init` of {name} must be one of {self.INITS}. Got {init!r}.")
+        if isinstance(init, Tensor):
+            if init.ndim != 4 or not init.is_floating_point():
+                raise ConfigError(f"The `init` images of {name} must be a float tensor (classes * ipc, channels, "
+                                  f"height, width). Got {init.dtype} {tuple(init.shape)}.")
+        elif init not in self.INITS:
+            raise ConfigError(f"The `init` of {name} must be one of {self.INITS} or a tensor of starting images. "
+                              f"Got {init!r}.")
         if augment is not None:
             check_strategy(augment)
         if net is not None and not isinstance(net, dict):
@@ -131,6 +136,13 @@ class _Distiller(DataFiller):
         return real, syn
 
     def _initial_images(self, x: Tensor, y: Tensor, classes: int, g: torch.Generator) -> Tensor:
+        if isinstance(self.init, Tensor):  # a warm start: images of another fit (normalised as x is)
+            shape = (classes * self.ipc, *x.shape[1:])
+            if tuple(self.init.shape) != shape:
+                raise ConfigError(f"{type(self).__name__} starts from given images of shape {tuple(self.init.shape)}, "
+                                  f"but {self.ipc} per class of {classes} classes of {tuple(x.shape[1:])} images is "
+                                  f"{shape}. Start from a set fitted with the same ipc on the same dataset.")
+            return self.init.detach().to(x.device, x.dtype).clone()
         if self.init == "real":
             return real_per_class(x, y, classes, self.ipc, g).clone()
         return torch.randn((classes * self.ipc, *x.shape[1:]), generator=g, dtype=x.dtype).to(x.device)
@@ -173,7 +185,9 @@ class DC(_Distiller):
         lr_net: SGD step of the network trained on the synthetic set (published 0.01).
         batch_real: real images per class per matching step (published 256).
         init: ``"real"`` (random real images; the default here, because it converges in far fewer
-            iterations) or ``"noise"`` (Gaussian; the reference code's default for DC and DSA).
+            iterations), ``"noise"`` (Gaussian; the reference code's default for DC and DSA), or a tensor
+            ``(classes * ipc, c, h, w)`` of starting images normalised as ``x`` is (a warm start: another
+            fit's set; a study config names its ``.npz`` instead).
         augment: a DSA strategy applied to both batches with one shared draw (None for DC).
         net: ConvNet arguments (default ConvNet-3, width 128, instance norm, average pooling).
         time_budget_s: stop after the iteration during which this much wall time has passed since ``fit``
@@ -184,7 +198,7 @@ class DC(_Distiller):
 
     def __init__(self, ipc: int = 1, iterations: int = 1000, outer_loop: int | None = None,
                  inner_loop: int | None = None, lr_images: float = 0.1, lr_net: float = 0.01, batch_real: int = 256,
-                 init: str = "real", augment: str | None = None, net: dict | None = None, log_every: int = 10,
+                 init: str | Tensor = "real", augment: str | None = None, net: dict | None = None, log_every: int = 10,
                  seed: int = 0, time_budget_s: float | None = None):
         super().__init__(ipc, seed)
         self._common(iterations, lr_images, batch_real, init, augment, net, log_every, time_budget_s)
@@ -244,7 +258,7 @@ class DSA(DC):
 
     def __init__(self, ipc: int = 1, iterations: int = 1000, outer_loop: int | None = None,
                  inner_loop: int | None = None, lr_images: float = 0.1, lr_net: float = 0.01, batch_real: int = 256,
-                 init: str = "real", augment: str | None = "color_crop_cutout_flip_scale_rotate",
+                 init: str | Tensor = "real", augment: str | None = "color_crop_cutout_flip_scale_rotate",
                  net: dict | None = None, log_every: int = 10, seed: int = 0, time_budget_s: float | None = None):
         super().__init__(ipc, iterations, outer_loop, inner_loop, lr_images, lr_net, batch_real, init, augment, net,
                          log_every, seed, time_budget_s)
@@ -260,7 +274,7 @@ class DM(_Distiller):
     """
 
     def __init__(self, ipc: int = 1, iterations: int = 20000, lr_images: float = 1.0, batch_real: int = 256,
-                 init: str = "real", augment: str | None = "color_crop_cutout_flip_scale_rotate",
+                 init: str | Tensor = "real", augment: str | None = "color_crop_cutout_flip_scale_rotate",
                  net: dict | None = None, log_every: int = 100, seed: int = 0, time_budget_s: float | None = None):
         super().__init__(ipc, seed)
         self._common(iterations, lr_images, batch_real, init, augment, net, log_every, time_budget_s)
@@ -316,14 +330,15 @@ class DD(_Distiller):
             initialisation drawn from ``seed``).
         lr_images: Adam step on the images and step sizes.
         batch_real: real images (all classes) per iteration.
-        init: ``"noise"`` (Wang et al.) or ``"real"``.
+        init: ``"noise"`` (Wang et al.), ``"real"`` or starting images (as :class:`DC`).
 
     References: Wang, Zhu, Torralba & Efros, "Dataset Distillation", arXiv:1811.10959, 2018.
     """
 
     def __init__(self, ipc: int = 1, iterations: int = 400, steps: int = 10, epochs: int = 3, lr_init: float = 0.02,
-                 init_net: str = "random", lr_images: float = 0.01, batch_real: int = 1024, init: str = "noise",
-                 net: dict | None = None, log_every: int = 10, seed: int = 0, time_budget_s: float | None = None):
+                 init_net: str = "random", lr_images: float = 0.01, batch_real: int = 1024,
+                 init: str | Tensor = "noise", net: dict | None = None, log_every: int = 10, seed: int = 0,
+                 time_budget_s: float | None = None):
         super().__init__(ipc, seed)
         self._common(iterations, lr_images, batch_real, init, None, net, log_every, time_budget_s)
         check_int("DD", "steps", steps)
@@ -374,8 +389,9 @@ class MTT(_Distiller):
     def __init__(self, ipc: int = 1, iterations: int = 5000, experts: int = 5, expert_epochs: int = 2,
                  max_start_epoch: int = 5, expert_lr: float = 0.01, expert_images: int | None = None,
                  syn_steps: int = 20, lr_init: float = 0.01, lr_lr: float = 1e-5, lr_images: float = 100.0,
-                 batch_real: int = 256, init: str = "real", augment: str | None = "color_crop_cutout_flip_scale_rotate",
-                 net: dict | None = None, log_every: int = 10, seed: int = 0, time_budget_s: float | None = None):
+                 batch_real: int = 256, init: str | Tensor = "real",
+                 augment: str | None = "color_crop_cutout_flip_scale_rotate", net: dict | None = None,
+                 log_every: int = 10, seed: int = 0, time_budget_s: float | None = None):
         super().__init__(ipc, seed)
         self._common(iterations, lr_images, batch_real, init, augment, net, log_every, time_budget_s)
         for key, value in (("experts", experts), ("expert_epochs", expert_epochs),
