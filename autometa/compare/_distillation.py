@@ -246,8 +246,10 @@ def run_one(config: dict, arm_name: str, arm: dict, dataset: str, ipc: int, seed
         x_set, y_set, fit = fitted[key]
         log(f"    [{dataset} ipc{ipc} {arm_name} set{seed}] the same filler was fitted for another arm: reused")
     else:
-        init = _init_file(spec)
-        filler = build_filler("data", spec if init is None else {**spec, "init": load_init(init, ipc, data)})
+        init = _init_file(spec)  # a warm start: its hash is recorded, so a moved or rewritten file is noticed
+        start = None if init is None else load_init(init, ipc, data)
+        init_sha256 = None if init is None else hashlib.sha256(init.read_bytes()).hexdigest()
+        filler = build_filler("data", spec if start is None else {**spec, "init": start})
         start_cpu, start_wall = time.process_time(), time.perf_counter()
         filler.fit(data["x"], data["y"], log=lambda m: log(f"    [{dataset} ipc{ipc} {arm_name} set{seed}] {m}"))
         history = filler.history
@@ -255,8 +257,8 @@ def run_one(config: dict, arm_name: str, arm: dict, dataset: str, ipc: int, seed
                "loss_first": history[0].get("loss") if history else None,
                "loss_last": history[-1].get("loss") if history else None, "iterations": len(history),
                "budget_stop": bool(getattr(filler, "budget_stop", False))}
-        if init is not None:  # what the warm start started from, so a moved or rewritten file is noticed
-            fit["init_sha256"] = hashlib.sha256(init.read_bytes()).hexdigest()
+        if init_sha256 is not None:
+            fit["init_sha256"] = init_sha256
         x_set, y_set = (t.detach() for t in filler.support())
         if fitted is not None:
             fitted[key] = (x_set, y_set, fit)
