@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -17,6 +18,7 @@ from autometa._params import did_you_mean
 from autometa.errors import ConfigError, ResultsDirError
 from autometa.experiment._config import read_mapping
 from autometa.experiment._outdir import claim_out_dir
+from autometa.experiment._run import versions
 
 STUDIES = {"noisy_labels": "autometa.compare._noisy_labels", "reward": "autometa.compare._reward_study",
            "augmentation": "autometa.compare._augmentation", "distillation": "autometa.compare._distillation",
@@ -68,7 +70,8 @@ def open_study(out_dir, config: dict, resume: bool, overwrite: bool, key: tuple[
     """Claim ``out_dir`` for a study and read back the runs it finished: ``(out, runs_path, done)``.
 
     ``done`` maps the ``key`` fields of each line of ``runs.jsonl`` to its ``result``; ``config.json`` is
-    (re)written with ``config``.
+    (re)written with ``config``, and ``versions.json`` gains this opening's versions (autometa, Python,
+    torch, NumPy, platform), so a study resumed under other versions shows it.
 
     Raises:
         ResultsDirError: ``out_dir`` holds results and neither ``resume`` nor ``overwrite`` is set, holds
@@ -85,6 +88,9 @@ def open_study(out_dir, config: dict, resume: bool, overwrite: bool, key: tuple[
             entry = json.loads(line)
             done[tuple(entry.get(k) for k in key)] = entry["result"]
     previous.write_text(json.dumps(config, indent=2))
+    history = out / "versions.json"
+    opened = json.loads(history.read_text()) if resume and history.exists() else []
+    history.write_text(json.dumps([*opened, {"opened": time.strftime("%Y-%m-%dT%H:%M:%S"), **versions()}], indent=2))
     return out, runs_path, done
 
 

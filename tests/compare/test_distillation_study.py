@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from autometa.compare import compare
 from autometa.compare._distillation import PUBLISHED, load_study_config
@@ -34,6 +35,8 @@ def test_smoke_study_runs_every_filler_through_compare(tmp_path):
     # resumed: nothing is run again, the same numbers come back
     again = compare(SMOKE, tmp_path / "out", quiet=True)
     assert again["summary"] == summary
+    opened = json.loads((out / "versions.json").read_text())  # one entry per opening: the run and its resume
+    assert len(opened) == 2 and opened[0]["torch"] == torch.__version__ and "autometa" in opened[1]
 
 
 def test_study_config_errors_are_reported_together():
