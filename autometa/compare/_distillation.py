@@ -113,15 +113,14 @@ def _init_file(spec: dict) -> Path | None:
 
 def load_init(path: Path, ipc: int, data: dict) -> torch.Tensor:
     """A set saved by a study (``save_support``'s ``.npz``) as starting images, normalised as ``data["x"]``,
-    checked to hold ``ipc`` images of every class in class order."""
+    its labels checked to be ``ipc`` of every class in class order (the distiller checks the image shape)."""
     saved = load_dataset(str(path))
     x, y = np.asarray(saved.x, dtype=np.float32), np.asarray(saved.y)
     classes = int(data["y"].max()) + 1
     expected = per_class_labels(classes, ipc).numpy()
-    if y.shape != expected.shape or (y != expected).any() or tuple(x.shape[1:]) != tuple(data["x"].shape[1:]):
-        raise ConfigError(f"init: {str(path)!r} holds {len(y)} images of shape {tuple(x.shape[1:])} with "
-                          f"{np.bincount(y, minlength=classes).tolist()} per class; a start for ipc={ipc} needs "
-                          f"{ipc} of each of {classes} classes, in class order, of shape {tuple(data['x'].shape[1:])}.")
+    if y.shape != expected.shape or (y != expected).any():
+        raise ConfigError(f"init: {str(path)!r} holds {np.bincount(y, minlength=classes).tolist()} images per "
+                          f"class; a start for ipc={ipc} needs {ipc} of each of {classes} classes, in class order.")
     return ((torch.from_numpy(x) - data["mean"]) / data["std"]).to(data["x"].device)
 
 
