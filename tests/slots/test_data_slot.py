@@ -439,3 +439,15 @@ def test_a_distiller_starts_from_given_images_and_fits_on_from_them():
         DM(ipc=2, init="zeros")
     with pytest.raises(ConfigError, match="float tensor"):
         DM(ipc=2, init=torch.zeros(6, 8, 8))
+
+
+def test_forgetting_keeps_each_class_s_most_forgotten_pool_images_and_reports_the_counts():
+    x, y = tiny_set(n=8)
+    filler = Forgetting(ipc=2, pool=6, epochs=3, net=TINY).fit(x, y)
+    y_pool, score = y[filler.pool_index], filler.forgetting_score
+    assert len(filler.pool_index) == len(filler.forgetting_events) == 18 and len(set(filler.pool_index.tolist())) == 18
+    learned = torch.isfinite(score)
+    assert ((score - filler.forgetting_events)[learned].abs() < 1e-2).all()  # the count plus a tie-breaking jitter
+    kept = torch.cat([members[score[members].argsort(descending=True)[:2]]
+                      for members in (torch.nonzero(y_pool == c).view(-1) for c in range(3))])
+    assert torch.equal(filler.support()[0], x[filler.pool_index[kept]])

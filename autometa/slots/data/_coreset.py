@@ -180,6 +180,7 @@ class Forgetting(DataFiller):
             members = torch.nonzero(y_pool == c).view(-1)
             picks.append(members[score[members].argsort(descending=True)[:self.ipc]])
         self._set(x_pool[torch.cat(picks)], per_class_labels(classes, self.ipc))
-        self.forgetting_events = events
+        # diagnostics: the pool (indices into x) and every pool image's forgetting events and rank score
+        self.pool_index, self.forgetting_events, self.forgetting_score = index, events, score
         self.history = [{"cpu_s": time.process_time() - start}]
         return self
