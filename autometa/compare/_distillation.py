@@ -2,7 +2,7 @@
 
 One config names the datasets, the images per class, the arms (fillers of the data slot), the
 synthetic sets per arm (``sets``: filler seeds) and the evaluation networks per set
-(``eval_nets``; an arm may set its own ``sets`` and ``eval_nets``). Every arm is scored by the *same*
+(``eval_nets``; an arm may set its own ``sets``, ``eval_nets`` and ``first_net``). Every arm is scored by the *same*
 protocol (:class:`autometa.slots.data.EvalProtocol`:
 ConvNet-3 trained from scratch on the set, tested on real test images); an arm may override the
 evaluation's augmentation only (DSA and DM are evaluated with DSA augmentation in their papers).
@@ -55,6 +55,7 @@ DEFAULTS: dict = {
     "ipc": [1],
     "sets": [0, 1],            # filler seeds: M synthetic sets per arm
     "eval_nets": 5,            # N evaluation networks per set
+    "first_net": 0,            # their indices: first_net .. first_net + N - 1 (network seed: 1000 * set + index)
     "evaluation": {"epochs": 300, "augment": None, "test_size": None},
     "train_size": None,        # real training images the fillers may use (None: all), a seeded stratified subset
     "reference": "random_real",
@@ -63,7 +64,7 @@ DEFAULTS: dict = {
     "precision": "fp32",       # fp32 (TF32 off, as the papers' float32), tf32, or torch's own settings
     "arms": {},
 }
-ARM_KEYS = {"filler", "evaluation", "sets", "eval_nets"}
+ARM_KEYS = {"filler", "evaluation", "sets", "eval_nets", "first_net"}
 # net: ConvNet arguments (smoke tests only)
 EVAL_KEYS = {"epochs", "augment", "augment_mode", "test_size", "lr", "batch_size", "net"}
 # (mean, std) used to normalise the images, as the reference code does
@@ -141,6 +142,16 @@ def protocol_for(config: dict, arm: dict, dataset: str) -> tuple[EvalProtocol, i
     return protocol, evaluation.get("test_size")
 
 
+def _networks_problems(where: str, first_net, eval_nets) -> list[str]:
+    """``first_net`` must be an integer >= 0 and leave the networks of a set within its 1000 seeds."""
+    if not _is_int(first_net, 0):
+        return [f"{where}first_net must be an integer >= 0. Got {first_net!r}"]
+    if _is_int(eval_nets, 1) and first_net + eval_nets > 1000:
+        return [f"{where}first_net + eval_nets must be at most 1000 (network seeds are 1000 * set + index). "
+                f"Got {first_net} + {eval_nets}"]
+    return []
+
+
 def load_study_config(source) -> dict:
     """Read a distillation study config (YAML path or dict), fill defaults and validate it; every problem in
     one error."""
@@ -158,6 +169,7 @@ def load_study_config(source) -> dict:
     for key in ("eval_nets", "threads"):
         if not _is_int(config[key], 1):
             problems.append(f"{key} must be an integer >= 1. Got {config[key]!r}")
+    problems += _networks_problems("", config["first_net"], config["eval_nets"])
     if config["device"] != "auto" and _device_problem(config["device"]):
         problems.append(_device_problem(config["device"]).replace("run.device", "device"))
     try:
@@ -182,6 +194,9 @@ def load_study_config(source) -> dict:
             problems.append(f"arm {name!r}: sets must be a non-empty list of integers. Got {sets!r}")
         if "eval_nets" in arm and not _is_int(arm["eval_nets"], 1):
             problems.append(f"arm {name!r}: eval_nets must be an integer >= 1. Got {arm['eval_nets']!r}")
+        elif "eval_nets" in arm or "first_net" in arm:
+            problems += _networks_problems(f"arm {name!r}: ", arm.get("first_net", config["first_net"]),
+                                           arm.get("eval_nets", config["eval_nets"]))
         evaluation = {**config["evaluation"], **arm.get("evaluation", {})}
         problems += [f"arm {name!r}: unknown evaluation key {k!r}{did_you_mean(k, EVAL_KEYS)}"
                      for k in evaluation if k not in EVAL_KEYS]
@@ -268,11 +283,12 @@ def run_one(config: dict, arm_name: str, arm: dict, dataset: str, ipc: int, seed
               title=f"{arm_name} on {dataset}, {ipc}/class, set {seed}")
     protocol, test_size = protocol_for(config, arm, dataset)
     x_test, y_test = _test_subset(data, test_size)
-    seeds = [1000 * seed + k for k in range(arm.get("eval_nets", config["eval_nets"]))]
+    first = arm.get("first_net", config["first_net"])
+    seeds = [1000 * seed + first + k for k in range(arm.get("eval_nets", config["eval_nets"]))]
     evaluation = evaluate_support(x_set, y_set, x_test, y_test, protocol, seeds=seeds,
                                   classes=int(data["y"].max()) + 1)
     return {"filler": spec, **fit, "eval_cpu_s": evaluation["cpu_s"], "eval_wall_s": evaluation["wall_s"],
-            "accuracies": evaluation["accuracies"], "test_images": len(y_test),
+            "accuracies": evaluation["accuracies"], "eval_seeds": seeds, "test_images": len(y_test),
             "protocol": {"epochs": protocol.epochs, "augment": protocol.augment, "augment_mode": protocol.augment_mode}}
 
 
@@ -329,7 +345,8 @@ def run_study(source, out_dir: str | Path, log: Callable[[str], None] = print, r
     torch.set_num_threads(config["threads"])
     device = torch.device("cuda" if config["device"] == "auto" and torch.cuda.is_available()
                           else "cpu" if config["device"] == "auto" else config["device"])
-    out, runs_path, done = open_study(out_dir, config, resume, overwrite, key=("dataset", "ipc", "arm", "set"))
+    out, runs_path, done = open_study(out_dir, config, resume, overwrite, key=("dataset", "ipc", "arm", "set"),
+                                         defaults=DEFAULTS)
     with precision(config["precision"], device):
         environment = {"device": str(device), "device_name": torch.cuda.get_device_name(device)
                        if device.type == "cuda" else None, "threads": torch.get_num_threads(), **precision_state()}

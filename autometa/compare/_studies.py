@@ -16,7 +16,7 @@ from types import ModuleType
 
 from autometa._params import did_you_mean
 from autometa.errors import ConfigError, ResultsDirError
-from autometa.experiment._config import read_mapping
+from autometa.experiment._config import deep_merge, read_mapping
 from autometa.experiment._outdir import claim_out_dir
 from autometa.experiment._run import versions
 
@@ -66,12 +66,14 @@ def study_of_dir(out_dir) -> str | None:
     return None
 
 
-def open_study(out_dir, config: dict, resume: bool, overwrite: bool, key: tuple[str, ...]) -> tuple[Path, Path, dict]:
+def open_study(out_dir, config: dict, resume: bool, overwrite: bool, key: tuple[str, ...],
+               defaults: dict | None = None) -> tuple[Path, Path, dict]:
     """Claim ``out_dir`` for a study and read back the runs it finished: ``(out, runs_path, done)``.
 
     ``done`` maps the ``key`` fields of each line of ``runs.jsonl`` to its ``result``; ``config.json`` is
     (re)written with ``config``, and ``versions.json`` gains this opening's versions (autometa, Python,
-    torch, NumPy, platform), so a study resumed under other versions shows it.
+    torch, NumPy, platform), so a study resumed under other versions shows it. With ``defaults`` (the
+    study's), a folder written before a setting existed resumes as if it had that setting's default.
 
     Raises:
         ResultsDirError: ``out_dir`` holds results and neither ``resume`` nor ``overwrite`` is set, holds
@@ -79,7 +81,10 @@ def open_study(out_dir, config: dict, resume: bool, overwrite: bool, key: tuple[
     """
     out = claim_out_dir(out_dir, "compare", resume=resume, overwrite=overwrite)
     runs_path, previous = out / "runs.jsonl", out / "config.json"
-    if resume and previous.exists() and json.loads(previous.read_text()) != json.loads(json.dumps(config)):
+    before = json.loads(previous.read_text()) if resume and previous.exists() else None
+    if before is not None and defaults is not None:
+        before = deep_merge(defaults, before)
+    if before is not None and json.loads(json.dumps(before)) != json.loads(json.dumps(config)):
         raise ResultsDirError(f"--out {str(out)!r} holds runs of a different study config; resuming would mix "
                               f"them. Choose another directory, or pass --overwrite to start again.")
     done: dict = {}

@@ -79,3 +79,29 @@ def test_an_arm_starts_from_a_set_another_study_saved(tmp_path):
         load_study_config(dict(warm, arms={"a": {"filler": {"name": "dm", "init": str(tmp_path / "no.npz")}}}))
     with pytest.raises(ConfigError, match="a start for ipc=3 needs 3 of each of 10 classes"):
         run_study(dict(warm, ipc=[3]), tmp_path / "wrong_ipc", log=lambda m: None)
+
+
+def test_first_net_adds_networks_to_a_set_without_repeating_the_ones_done(tmp_path):
+    # networks first_net.. of a set are those a study with more eval_nets trains: same seeds, same accuracies
+    from autometa.compare._distillation import run_study
+
+    base = {"study": "distillation", "datasets": ["digits"], "ipc": [2], "sets": [1], "eval_nets": 3,
+            "evaluation": {"epochs": 2, "net": {"width": 4, "depth": 1}}, "reference": "all"}
+    study = dict(base, arms={"all": {"filler": "random_real"},
+                             "more": {"filler": "random_real", "first_net": 2, "eval_nets": 1}})
+    result = run_study(study, tmp_path / "out", log=lambda m: None)["results"]
+    every, more = result["digits|2|all"][0], result["digits|2|more"][0]
+    assert every["eval_seeds"] == [1000, 1001, 1002] and more["eval_seeds"] == [1002]
+    assert more["accuracies"] == every["accuracies"][2:]
+    # a folder written before `first_net` existed resumes as if it had the default
+    config_path = tmp_path / "out" / "config.json"
+    written = json.loads(config_path.read_text())
+    del written["first_net"]
+    config_path.write_text(json.dumps(written))
+    assert run_study(study, tmp_path / "out", log=lambda m: None, resume=True)["results"] == result
+    for bad, fragment in (({"first_net": -1}, "first_net must be an integer >= 0. Got -1"),
+                          ({"first_net": 998}, "first_net \\+ eval_nets must be at most 1000 .*Got 998 \\+ 3")):
+        with pytest.raises(ConfigError, match=fragment):
+            load_study_config(dict(study, **bad))
+    with pytest.raises(ConfigError, match="arm 'more': first_net \\+ eval_nets must be at most 1000 .*Got 999 \\+ 3"):
+        load_study_config(dict(study, arms={**study["arms"], "more": {"filler": "random_real", "first_net": 999}}))
