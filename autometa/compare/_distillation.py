@@ -70,7 +70,9 @@ EVAL_KEYS = {"epochs", "augment", "augment_mode", "test_size", "lr", "batch_size
 # (mean, std) used to normalise the images, as the reference code does
 NORMALISATION = {"mnist": (0.1307, 0.3081), "fashion_mnist": (0.2861, 0.3530)}
 # Published accuracies (%) of ConvNet-3 trained on the set: Zhao et al. 2021 Table 2 (random, herding,
-# k-center, forgetting, DD, DC), Zhao & Bilen 2021 (DSA). Keyed by (dataset, filler name, ipc).
+# k-center, forgetting, DD, DC), Zhao & Bilen 2021 (DSA). Keyed by (dataset, filler name, ipc). The paper's
+# forgetting row likely kept the least forgotten images of the whole pool, not the most forgotten of each class
+# as the `forgetting` filler does (benchmarks/forgetting_selection.py; benchmarks/RESULTS.md, stop 23).
 PUBLISHED = {
     ("mnist", "random_real", 1): 64.9, ("mnist", "random_real", 10): 95.1, ("mnist", "random_real", 50): 97.9,
     ("mnist", "herding", 1): 89.2, ("mnist", "herding", 10): 93.7, ("mnist", "herding", 50): 94.8,
