@@ -35,6 +35,7 @@ import torch
 
 from autometa.compare._distillation import _test_subset, load_data, load_study_config, protocol_for
 from autometa.slots.data import Forgetting, evaluate_support
+from autometa.slots.data._coreset import top_per_class
 
 # the studies whose protocol (evaluation, test images) each dataset is scored with
 CONFIGS = {"mnist": "experiments/distill_mnist_forgetting20.yaml",
@@ -45,10 +46,8 @@ PUBLISHED = {"mnist": {1: 35.5, 10: 68.1}, "fashion_mnist": {1: 42.0, 10: 53.9}}
 def selections(filler: Forgetting, y_pool: torch.Tensor, classes: int, ipc: int) -> dict[str, torch.Tensor]:
     """Pool positions of the four selections, from the filler's scores (higher: forgotten more often)."""
     score = filler.forgetting_score.cpu()
-    per_class = {order: torch.cat([members[score[members].argsort(descending=order == "most")[:ipc]]
-                                   for members in (torch.nonzero(y_pool == c).view(-1) for c in range(classes))])
-                 for order in ("most", "least")}
-    return {"most_per_class": per_class["most"], "least_per_class": per_class["least"],
+    return {"most_per_class": top_per_class(score, y_pool, classes, ipc),
+            "least_per_class": top_per_class(score, y_pool, classes, ipc, descending=False),
             "most_pool": score.argsort(descending=True)[:classes * ipc],
             "least_pool": score.argsort()[:classes * ipc]}
 

@@ -143,6 +143,12 @@ class KCenter(_FeatureCoreset):
         return torch.tensor(chosen)
 
 
+def top_per_class(score: Tensor, labels: Tensor, classes: int, k: int, descending: bool = True) -> Tensor:
+    """Positions of the ``k`` highest (``descending=False``: lowest) scores of every class, in class order."""
+    return torch.cat([members[score[members].argsort(descending=descending)[:k]]
+                      for members in (torch.nonzero(labels == c).view(-1) for c in range(classes))])
+
+
 class Forgetting(DataFiller):
     """The most often forgotten images per class (a forgetting event: an example classified correctly at
     one visit and wrongly at the next) while a ConvNet trains ``epochs`` on ``pool`` images per class.
@@ -175,11 +181,7 @@ class Forgetting(DataFiller):
         _train_epochs(net, x_pool, y_pool, self.epochs, g, on_batch=on_batch)
         score = torch.where(learned, events, torch.full_like(events, float("inf")))
         score = score + 1e-3 * torch.rand(len(score), generator=g).to(score.device)  # ties broken at random (seeded)
-        picks = []
-        for c in range(classes):
-            members = torch.nonzero(y_pool == c).view(-1)
-            picks.append(members[score[members].argsort(descending=True)[:self.ipc]])
-        self._set(x_pool[torch.cat(picks)], per_class_labels(classes, self.ipc))
+        self._set(x_pool[top_per_class(score, y_pool, classes, self.ipc)], per_class_labels(classes, self.ipc))
         # diagnostics: the pool (indices into x) and every pool image's forgetting events and rank score
         self.pool_index, self.forgetting_events, self.forgetting_score = index, events, score
         self.history = [{"cpu_s": time.process_time() - start}]
