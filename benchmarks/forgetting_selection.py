@@ -15,12 +15,17 @@ selections from the *same* counts, each with the study's protocol for the datase
   balance).
 
 Ties (many images share a count) are broken by the filler's seeded random jitter. The label counts of
-every selection are recorded.
+every selection are recorded. ``--seeds`` repeats all of it for several filler seeds (draws: another pool,
+network and tie-breaking each), and reports each selection's mean and std over the draws' means, since a
+whole-pool selection covers a different set of classes in every draw; ``--selections`` keeps some of the four.
 
-Usage (about 10 CPU minutes at 1 image per class)::
+Usage (about 16 CPU minutes for one draw of all four selections at 1 image per class; about 6 for one draw of
+one selection)::
 
     AUTOMETA_DATA=../shared/data python benchmarks/forgetting_selection.py \
         --out benchmarks/distillation/forgetting_selection.json
+    AUTOMETA_DATA=../shared/data python benchmarks/forgetting_selection.py --seeds 1,2,3,4,5 \
+        --selections least_pool,least_per_class --out benchmarks/distillation/forgetting_selection_draws.json
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from autometa.slots.data._coreset import top_per_class
 CONFIGS = {"mnist": "experiments/distill_mnist_forgetting20.yaml",
            "fashion_mnist": "experiments/distill_fashion_mnist_forgetting20.yaml"}
 PUBLISHED = {"mnist": {1: 35.5, 10: 68.1}, "fashion_mnist": {1: 42.0, 10: 53.9}}
+SELECTIONS = ("most_per_class", "least_per_class", "most_pool", "least_pool")
 
 
 def selections(filler: Forgetting, y_pool: torch.Tensor, classes: int, ipc: int) -> dict[str, torch.Tensor]:
@@ -52,6 +58,37 @@ def selections(filler: Forgetting, y_pool: torch.Tensor, classes: int, ipc: int)
             "least_pool": score.argsort()[:classes * ipc]}
 
 
+def draw(args, dataset: str, seed: int, config: dict, data: dict, names: list[str]) -> dict:
+    """One filler seed on one dataset: its forgetting counts and the chosen selections' scores."""
+    protocol, test_size = protocol_for(config, config["arms"]["forgetting"], dataset)
+    x_test, y_test = _test_subset(data, test_size)
+    classes = int(data["y"].max()) + 1
+    start = time.process_time()
+    filler = Forgetting(ipc=args.ipc, epochs=args.epochs, pool=args.pool, seed=seed).fit(data["x"], data["y"])
+    fit_cpu_s = time.process_time() - start
+    y_pool = data["y"][filler.pool_index].cpu()
+    learned = torch.isfinite(filler.forgetting_score).cpu()
+    events = filler.forgetting_events.cpu()
+    rows = {}
+    for name, chosen in selections(filler, y_pool, classes, args.ipc).items():
+        if name not in names:
+            continue
+        x_set, y_set = data["x"][filler.pool_index[chosen]], y_pool[chosen]
+        if name == "most_per_class":  # the filler's own set: the same images
+            assert torch.equal(x_set, filler.support()[0]), "most_per_class must be the filler's set"
+        result = evaluate_support(x_set, y_set, x_test, y_test, protocol, seeds=range(args.nets), classes=classes)
+        rows[name] = {"accuracies": result["accuracies"], "mean": 100 * result["mean"],
+                      "std": 100 * result["std"], "eval_cpu_s": result["cpu_s"],
+                      "label_counts": torch.bincount(y_set, minlength=classes).tolist(),
+                      "events": events[chosen].tolist(), "never_learned": int((~learned[chosen]).sum())}
+        print(f"{dataset} ipc {args.ipc} seed {seed} {name:>15}: {rows[name]['mean']:.2f} ± {rows[name]['std']:.2f}"
+              f"  classes {rows[name]['label_counts']}  events {rows[name]['events'][:10]}", flush=True)
+    return {"fit_cpu_s": fit_cpu_s, "test_images": len(y_test),
+            "protocol": {"epochs": protocol.epochs, "augment": protocol.augment, "augment_mode": protocol.augment_mode},
+            "pool_never_learned": int((~learned).sum()), "pool_zero_events": int((learned & (events == 0)).sum()),
+            "pool_size": len(y_pool), "selections": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", default="mnist,fashion_mnist")
@@ -59,42 +96,35 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="training epochs over the pool that count forgetting")
     parser.add_argument("--pool", type=int, default=500, help="real images per class in the pool")
     parser.add_argument("--nets", type=int, default=3)
+    parser.add_argument("--seeds", default="0", help="filler seeds (draws), comma-separated")
+    parser.add_argument("--selections", default=",".join(SELECTIONS), help="which of the four to score")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
+    names = args.selections.split(",")
+    if unknown := [n for n in names if n not in SELECTIONS]:
+        parser.error(f"unknown selections {unknown}: choose among {', '.join(SELECTIONS)}")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        parser.error(f"--seeds must be comma-separated integers, e.g. 1,2,3. Got {args.seeds!r}")
     torch.set_num_threads(args.threads)
     report = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
-              "threads": args.threads, "ipc": args.ipc, "epochs": args.epochs, "pool": args.pool, "results": {}}
+              "threads": args.threads, "ipc": args.ipc, "epochs": args.epochs, "pool": args.pool, "seeds": seeds,
+              "results": {}}
     for dataset in args.datasets.split(","):
         config = load_study_config(CONFIGS[dataset])
         data = load_data(config, dataset)
-        protocol, test_size = protocol_for(config, config["arms"]["forgetting"], dataset)
-        x_test, y_test = _test_subset(data, test_size)
-        classes = int(data["y"].max()) + 1
-        start = time.process_time()
-        filler = Forgetting(ipc=args.ipc, epochs=args.epochs, pool=args.pool, seed=0).fit(data["x"], data["y"])
-        fit_cpu_s = time.process_time() - start
-        y_pool = data["y"][filler.pool_index].cpu()
-        learned = torch.isfinite(filler.forgetting_score).cpu()
-        events = filler.forgetting_events.cpu()
-        rows = {}
-        for name, chosen in selections(filler, y_pool, classes, args.ipc).items():
-            x_set, y_set = data["x"][filler.pool_index[chosen]], y_pool[chosen]
-            if name == "most_per_class":  # the filler's own set: the same images
-                assert torch.equal(x_set, filler.support()[0]), "most_per_class must be the filler's set"
-            result = evaluate_support(x_set, y_set, x_test, y_test, protocol, seeds=range(args.nets),
-                                      classes=classes)
-            rows[name] = {"accuracies": result["accuracies"], "mean": 100 * result["mean"],
-                          "std": 100 * result["std"], "eval_cpu_s": result["cpu_s"],
-                          "label_counts": torch.bincount(y_set, minlength=classes).tolist(),
-                          "events": events[chosen].tolist(), "never_learned": int((~learned[chosen]).sum())}
-            print(f"{dataset} ipc {args.ipc} {name:>15}: {rows[name]['mean']:.2f} ± {rows[name]['std']:.2f}  "
-                  f"classes {rows[name]['label_counts']}  events {rows[name]['events'][:10]}", flush=True)
-        report["results"][dataset] = {
-            "published": PUBLISHED[dataset].get(args.ipc), "fit_cpu_s": fit_cpu_s,
-            "protocol": {"epochs": protocol.epochs, "augment": protocol.augment, "augment_mode": protocol.augment_mode},
-            "test_images": len(y_test), "pool_never_learned": int((~learned).sum()),
-            "pool_zero_events": int((learned & (events == 0)).sum()), "pool_size": len(y_pool), "selections": rows}
+        draws = {seed: draw(args, dataset, seed, config, data, names) for seed in seeds}
+        summary = {}
+        for name in names:
+            means = torch.tensor([d["selections"][name]["mean"] for d in draws.values()], dtype=torch.float64)
+            summary[name] = {"draws": len(means), "mean": means.mean().item(),
+                             "std": means.std().item() if len(means) > 1 else 0.0, "draw_means": means.tolist()}
+            print(f"{dataset} ipc {args.ipc} {name:>15}: {summary[name]['mean']:.2f} ± {summary[name]['std']:.2f} "
+                  f"over {len(means)} draws", flush=True)
+        report["results"][dataset] = {"published": PUBLISHED[dataset].get(args.ipc), "summary": summary,
+                                      "draws": {str(seed): d for seed, d in draws.items()}}
     Path(args.out).write_text(json.dumps(report, indent=1))
     print(f"wrote {args.out}")
 
