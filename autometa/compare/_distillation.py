@@ -13,7 +13,8 @@ as ``sets/<dataset>_ipc<k>_<arm>_set<s>.npz`` (readable by ``autometa.data.load_
 grid, and trains ``eval_nets`` fresh networks on it. The summary gives mean ± std over all
 networks x sets (as papers report), the published number and the gap to it. A distiller's ``init`` may name
 such a saved ``.npz`` (a warm start: refine one method's set with another, or fit on after a
-``time_budget_s`` stop); the run records the file's SHA-256.
+``time_budget_s`` stop); the run records the file's SHA-256. With ``iterations: 0`` and ``first_net`` such an
+arm adds evaluation networks to a saved set, and :func:`pool_runs` counts the set once across both folders.
 
 Example config: ``experiments/distill_smoke.yaml`` (``study: distillation``); run it with
 ``autometa compare CONFIG --out DIR``.
@@ -313,6 +314,76 @@ def summarize(config: dict, results: dict) -> dict:
                                                  / max(len(accs), 1)),
                     "published": published, "gap": None if published is None or mean is None else mean - published}
     return out
+
+
+def _network_seeds(result: dict, set_seed: int) -> list[int]:
+    """The evaluation networks' seeds of a run (runs written before ``eval_seeds`` was recorded used 0..N-1)."""
+    return result.get("eval_seeds") or [1000 * set_seed + k for k in range(len(result["accuracies"]))]
+
+
+def _pool_set(key: str, set_seed: int, runs: list[dict]) -> dict:
+    """One synthetic set scored in several folders: the run that fitted it, its networks and those added by runs
+    that loaded its saved file unchanged (``init: set.npz``, ``iterations: 0``); checked to be the same set."""
+    if len(runs) == 1:
+        return {**runs[0], "eval_seeds": _network_seeds(runs[0], set_seed), "pooled_from": [runs[0]["folder"]]}
+    where = f"{key} set {set_seed}"
+    rescored = [r for r in runs if r.get("init_sha256") and r["iterations"] == 0]
+    fitted = [r for r in runs if r not in rescored]
+    if len(fitted) != 1:
+        raise ConfigError(f"{where}: {len(fitted)} of the folders {[r['folder'] for r in runs]} fitted it; pooled "
+                          f"networks must score one set. Pass the folder that fitted it once, with those that only "
+                          f"scored its saved file (init: <set>.npz, iterations: 0).")
+    (fit,) = fitted
+    dataset, ipc, _ = key.split("|")
+    saved = Path(fit["folder"]) / "sets" / f"{dataset}_ipc{ipc}_{fit['folder_arm']}_set{set_seed}.npz"
+    digest = hashlib.sha256(saved.read_bytes()).hexdigest() if saved.is_file() else None
+    for r in rescored:
+        if r["init_sha256"] != digest:
+            raise ConfigError(f"{where}: {r['folder']} scored a file whose SHA-256 is {r['init_sha256'][:12]}..., "
+                              f"but the set {fit['folder']} saved ({saved}) "
+                              f"{'is missing' if digest is None else f'hashes to {digest[:12]}...'}: not the same "
+                              f"set. Pool only runs that loaded this folder's saved set unchanged.")
+    for r in runs:
+        if r["filler"]["name"] != fit["filler"]["name"] or r["protocol"] != fit["protocol"]:
+            raise ConfigError(f"{where}: {r['folder']} ran filler {r['filler']['name']!r} with protocol "
+                              f"{r['protocol']}, {fit['folder']} {fit['filler']['name']!r} with {fit['protocol']}; "
+                              f"pooled networks must share both.")
+    ordered = [fit, *rescored]
+    seeds = [s for r in ordered for s in _network_seeds(r, set_seed)]
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{where}: network seeds {seeds} repeat across {[r['folder'] for r in ordered]}; the "
+                          f"same network would count twice. Give added networks their own first_net.")
+    return {**fit, "accuracies": [a for r in ordered for a in r["accuracies"]], "eval_seeds": seeds,
+            "eval_cpu_s": sum(r["eval_cpu_s"] for r in ordered),
+            "eval_wall_s": sum(r.get("eval_wall_s", float("nan")) for r in ordered),
+            "pooled_from": [r["folder"] for r in ordered]}
+
+
+def pool_runs(folders, aliases: dict[str, str] | None = None) -> tuple[dict, dict]:
+    """The finished runs of several study folders, keyed as :func:`summarize` takes them (``(config, results)``).
+
+    Runs of the same (dataset, ipc, arm) pool; a set (filler seed) scored in more than one folder counts once,
+    with the networks of all of them: the run that fitted it and runs that added networks to its saved file
+    (``init: <set>.npz``, ``iterations: 0``, ``first_net: K``). Those must have loaded that very file (SHA-256),
+    with the same filler and protocol and no network seed twice; otherwise a :class:`ConfigError` says which.
+    ``aliases`` renames arms (``{"dc1": "dc"}``) so an arm that added networks pools with the one that fitted."""
+    aliases = aliases or {}
+    arms: dict = {}
+    by_set: dict = {}
+    for folder in map(Path, folders):
+        if not (folder / "config.json").is_file():
+            raise ConfigError(f"{folder} holds no config.json: not a distillation study folder.")
+        for name, arm in json.loads((folder / "config.json").read_text())["arms"].items():
+            arms.setdefault(aliases.get(name, name), arm)
+        runs_path = folder / "runs.jsonl"
+        for line in runs_path.read_text().splitlines() if runs_path.is_file() else []:
+            entry = json.loads(line)
+            key = f"{entry['dataset']}|{entry['ipc']}|{aliases.get(entry['arm'], entry['arm'])}"
+            run = {**entry["result"], "folder": str(folder), "folder_arm": entry["arm"]}
+            by_set.setdefault(key, {}).setdefault(entry["set"], []).append(run)
+    results = {key: [_pool_set(key, seed, runs) for seed, runs in sorted(sets.items())]
+               for key, sets in by_set.items()}
+    return {"arms": arms}, results
 
 
 def format_table(summary: dict) -> str:

@@ -105,3 +105,38 @@ def test_first_net_adds_networks_to_a_set_without_repeating_the_ones_done(tmp_pa
             load_study_config(dict(study, **bad))
     with pytest.raises(ConfigError, match="arm 'more': first_net \\+ eval_nets must be at most 1000 .*Got 999 \\+ 3"):
         load_study_config(dict(study, arms={**study["arms"], "more": {"filler": "random_real", "first_net": 999}}))
+
+
+def test_pooled_folders_count_a_set_once_with_the_networks_another_study_added(tmp_path):
+    # one study fits a set; another loads its saved file (iterations: 0) and adds network 2 under another arm name
+    from autometa.compare._distillation import pool_runs, run_study, summarize
+
+    quiet = {"log": lambda m: None}
+    base = {"study": "distillation", "datasets": ["digits"], "ipc": [2], "sets": [1], "eval_nets": 2,
+            "evaluation": {"epochs": 2, "net": {"width": 4, "depth": 1}}, "reference": "dm"}
+    fit = dict(base, arms={"dm": {"filler": {"name": "dm", "iterations": 2, "batch_real": 8,
+                                             "net": {"width": 4, "depth": 1}}}})
+    fitted = run_study(fit, tmp_path / "fit", **quiet)["results"]["digits|2|dm"][0]
+    saved = tmp_path / "fit" / "sets" / "digits_ipc2_dm_set1.npz"
+    more = dict(base, first_net=2, eval_nets=1, reference="dm1",
+                arms={"dm1": {"filler": {"name": "dm", "iterations": 0, "init": str(saved)}}})
+    added = run_study(more, tmp_path / "more", **quiet)["results"]["digits|2|dm1"][0]
+    config, results = pool_runs([tmp_path / "fit", tmp_path / "more"], {"dm1": "dm"})
+    (pooled,) = results["digits|2|dm"]
+    assert pooled["eval_seeds"] == [1000, 1001, 1002]
+    assert pooled["accuracies"] == fitted["accuracies"] + added["accuracies"]
+    summary = summarize(config, results)["digits|2|dm"]
+    assert (summary["n"], summary["sets"]) == (3, 1) and summary["fit_cpu_s_per_set"] == fitted["fit_cpu_s"]
+    assert set(pool_runs([tmp_path / "fit", tmp_path / "more"])[1]) == {"digits|2|dm", "digits|2|dm1"}
+    with pytest.raises(ConfigError, match="2 of the folders .* fitted it"):
+        pool_runs([tmp_path / "fit", tmp_path / "fit"])
+    run_study(more, tmp_path / "more_again", **quiet)
+    with pytest.raises(ConfigError, match=r"network seeds \[1000, 1001, 1002, 1002\] repeat"):
+        pool_runs([tmp_path / "fit", tmp_path / "more", tmp_path / "more_again"], {"dm1": "dm"})
+    other = dict(more, evaluation={**base["evaluation"], "epochs": 3})
+    run_study(other, tmp_path / "other_protocol", **quiet)
+    with pytest.raises(ConfigError, match="pooled networks must share both"):
+        pool_runs([tmp_path / "fit", tmp_path / "other_protocol"], {"dm1": "dm"})
+    saved.write_bytes(saved.read_bytes() + b"\0")  # the fitted folder's set is no longer the file that was scored
+    with pytest.raises(ConfigError, match="not the same set"):
+        pool_runs([tmp_path / "fit", tmp_path / "more"], {"dm1": "dm"})
