@@ -58,10 +58,9 @@ def selections(filler: Forgetting, y_pool: torch.Tensor, classes: int, ipc: int)
             "least_pool": score.argsort()[:classes * ipc]}
 
 
-def draw(args, dataset: str, seed: int, config: dict, data: dict, names: list[str]) -> dict:
+def draw(args, dataset: str, seed: int, data: dict, protocol, test: tuple, names: list[str]) -> dict:
     """One filler seed on one dataset: its forgetting counts and the chosen selections' scores."""
-    protocol, test_size = protocol_for(config, config["arms"]["forgetting"], dataset)
-    x_test, y_test = _test_subset(data, test_size)
+    x_test, y_test = test
     classes = int(data["y"].max()) + 1
     start = time.process_time()
     filler = Forgetting(ipc=args.ipc, epochs=args.epochs, pool=args.pool, seed=seed).fit(data["x"], data["y"])
@@ -115,7 +114,9 @@ def main() -> None:
     for dataset in args.datasets.split(","):
         config = load_study_config(CONFIGS[dataset])
         data = load_data(config, dataset)
-        draws = {seed: draw(args, dataset, seed, config, data, names) for seed in seeds}
+        protocol, test_size = protocol_for(config, config["arms"]["forgetting"], dataset)
+        test = _test_subset(data, test_size)
+        draws = {seed: draw(args, dataset, seed, data, protocol, test, names) for seed in seeds}
         summary = {}
         for name in names:
             means = torch.tensor([d["selections"][name]["mean"] for d in draws.values()], dtype=torch.float64)

@@ -251,6 +251,11 @@ def _test_subset(data: dict, size: int | None) -> tuple:
     return data["x_test"][keep], data["y_test"][keep]
 
 
+def set_stem(dataset: str, ipc, arm: str, seed: int) -> str:
+    """The file name (without suffix) of a saved synthetic set in a study's ``sets/``."""
+    return f"{dataset}_ipc{ipc}_{arm}_set{seed}"
+
+
 def run_one(config: dict, arm_name: str, arm: dict, dataset: str, ipc: int, seed: int, data: dict, out: Path,
             log: Callable[[str], None] = print, fitted: dict | None = None) -> dict:
     """Fit one filler (one synthetic set), save it, and evaluate ``eval_nets`` networks on it.
@@ -279,7 +284,7 @@ def run_one(config: dict, arm_name: str, arm: dict, dataset: str, ipc: int, seed
         x_set, y_set = (t.detach() for t in filler.support())
         if fitted is not None:
             fitted[key] = (x_set, y_set, fit)
-    stem = f"{dataset}_ipc{ipc}_{arm_name}_set{seed}"
+    stem = set_stem(dataset, ipc, arm_name, seed)
     save_support(out / "sets" / f"{stem}.npz", x_set, y_set, data["mean"], data["std"], data["class_names"],
                  method=spec["name"], source=dataset, ipc=ipc, seed=seed)
     save_grid(out / "sets" / f"{stem}.png", x_set, y_set, data["mean"], data["std"], data["class_names"],
@@ -335,7 +340,7 @@ def _pool_set(key: str, set_seed: int, runs: list[dict]) -> dict:
                           f"scored its saved file (init: <set>.npz, iterations: 0).")
     (fit,) = fitted
     dataset, ipc, _ = key.split("|")
-    saved = Path(fit["folder"]) / "sets" / f"{dataset}_ipc{ipc}_{fit['folder_arm']}_set{set_seed}.npz"
+    saved = Path(fit["folder"]) / "sets" / f"{set_stem(dataset, ipc, fit['folder_arm'], set_seed)}.npz"
     digest = hashlib.sha256(saved.read_bytes()).hexdigest() if saved.is_file() else None
     for r in rescored:
         if r["init_sha256"] != digest:
